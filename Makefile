@@ -1,0 +1,55 @@
+# The two commands a new user runs: `make demo` and `make test`.
+# Each installs what it needs into .venv first; stamps make a second run install nothing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip --disable-pip-version-check -q
+TORCH_VERSION := 2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: help install sim test test-slow demo bench proto clean
+
+help:
+	@echo "make demo       end-to-end demo on a dataset it records itself (train -> serve -> evaluate)"
+	@echo "make test       install and run the test suite (slow tests excluded)"
+	@echo "make test-slow  the slow tests only"
+	@echo "make bench      run benchmarks/ and print their RESULT lines"
+	@echo "make sim        install the LIBERO simulator (no torch) and its headless rendering libraries"
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, from the pinned CPU build, so that no range below pulls a CUDA build.
+$(VENV)/.stamp-torch: | $(VPY)
+	$(PIP) install torch==$(TORCH_VERSION)
+	touch $@
+
+$(VENV)/.stamp-project: pyproject.toml $(VENV)/.stamp-torch
+	$(PIP) install -e '.[all]'
+	touch $@
+
+$(VENV)/.stamp-sim: scripts/install_sim.sh $(VENV)/.stamp-project
+	VENV=$(VENV) bash scripts/install_sim.sh
+	touch $@
+
+install: $(VENV)/.stamp-project
+sim: $(VENV)/.stamp-sim
+
+test: $(VENV)/.stamp-project $(VENV)/.stamp-sim
+	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.stamp-project $(VENV)/.stamp-sim
+	$(VPY) -m pytest -m slow $(PYTEST_ARGS)
+
+demo: $(VENV)/.stamp-project $(VENV)/.stamp-sim
+	VENV=$(VENV) bash scripts/demo.sh
+
+bench: $(VENV)/.stamp-project $(VENV)/.stamp-sim
+	VENV=$(VENV) bash scripts/bench.sh
+
+proto: $(VENV)/.stamp-project
+	VENV=$(VENV) bash scripts/gen_proto.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

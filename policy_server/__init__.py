@@ -1,0 +1,1 @@
+"""policy_server (see README and shared DESIGN)."""

@@ -1,0 +1,1 @@
+"""sim_client (see README and shared DESIGN)."""

@@ -1,0 +1,346 @@
+"""`PolicyClient`: one small client for the three transports (torch-free).
+
+    client = connect("grpc://127.0.0.1:50051")      # or ws://host:8000, http://host:8000
+    client.wait_ready(timeout_s=120)
+    info = client.server_info()
+    reply = client.infer({"agentview_image": img, ..., "prompt": "put the bowl on the plate"})
+    reply["actions"]  # float32 [chunk, action_dim]
+
+Every call has a deadline. Connection failures are retried with exponential backoff (the
+server may be restarting) up to `retries` times, then raise PolicyError(UNAVAILABLE).
+Errors the server reports carry its code; only retryable codes are retried.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any, Callable
+
+import numpy as np
+
+from vla.wire import codec, protocol
+from vla.wire.errors import HTTP_STATUS, ErrorCode, PolicyError
+
+
+class PolicyClient:
+    """Base class: retry loop and readiness wait; transports implement `_infer` and `_info`."""
+
+    scheme = ""
+
+    def __init__(self, host: str, port: int, *, token: str | None = None, timeout_s: float = 30.0,
+                 retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 8.0):
+        self.host, self.port = host, port
+        self.token = token if token is not None else os.environ.get(protocol.TOKEN_ENV) or None
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    # -- public API -----------------------------------------------------------------
+    def infer(self, obs: dict[str, Any], *, request_id: str | None = None) -> dict[str, Any]:
+        rid = request_id or uuid.uuid4().hex[:16]
+        return self._with_retries(lambda: self._infer(obs, rid))
+
+    def server_info(self) -> dict[str, Any]:
+        return self._with_retries(self._info)
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout_s: float = 120.0, poll_s: float = 0.5) -> None:
+        """Block until the server reports ready, or raise UNAVAILABLE with a clear message."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.is_ready():
+                    return
+            except PolicyError as exc:
+                if exc.code is ErrorCode.UNAUTHENTICATED:
+                    raise
+            if time.monotonic() >= deadline:
+                raise PolicyError(ErrorCode.UNAVAILABLE,
+                                  f"policy server at {self.url} not ready after {timeout_s:.0f}s; "
+                                  f"is it running, and is the address right?")
+            time.sleep(poll_s)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "PolicyClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------
+    def _with_retries(self, call: Callable[[], Any]) -> Any:
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except PolicyError as exc:
+                if not exc.retryable or attempt == self.retries:
+                    raise
+                self._reset()
+            time.sleep(delay)
+            delay = min(delay * 2, self.max_backoff_s)
+        raise AssertionError("unreachable")
+
+    def _reset(self) -> None:
+        """Drop any connection so the next attempt reconnects."""
+
+    def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _info(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class GrpcPolicyClient(PolicyClient):
+    scheme = "grpc"
+
+    def __init__(self, host: str, port: int, **kwargs: Any):
+        super().__init__(host, port, **kwargs)
+        self._channel = None
+        self._stub = None
+
+    def _connect(self):
+        if self._stub is None:
+            import grpc
+
+            from vla.wire._gen import policy_pb2_grpc
+
+            options = [("grpc.max_send_message_length", protocol.DEFAULT_MAX_MESSAGE_BYTES),
+                       ("grpc.max_receive_message_length", protocol.DEFAULT_MAX_MESSAGE_BYTES)]
+            self._channel = grpc.insecure_channel(f"{self.host}:{self.port}", options=options)
+            self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
+        return self._stub
+
+    def _metadata(self, request_id: str = "") -> list[tuple[str, str]]:
+        md = []
+        if self.token:
+            md.append((protocol.AUTH_HEADER, f"Bearer {self.token}"))
+        if request_id:
+            md.append((protocol.REQUEST_ID_HEADER, request_id))
+        return md
+
+    def _call(self, method: str, request: Any, request_id: str = "") -> Any:
+        import grpc
+
+        stub = self._connect()
+        try:
+            return getattr(stub, method)(request, timeout=self.timeout_s, metadata=self._metadata(request_id))
+        except grpc.RpcError as exc:
+            code = exc.code()
+            name = code.name if code is not None else "UNAVAILABLE"
+            if name not in ErrorCode.__members__:
+                name = "INTERNAL"
+            raise PolicyError(name, exc.details() or name, request_id) from None
+
+    def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
+        from vla.wire._gen import policy_pb2
+
+        request = protocol.observation_to_request(obs, policy_pb2.InferRequest, policy_pb2.Tensor, request_id)
+        reply = self._call("Infer", request, request_id)
+        return {
+            "actions": protocol.tensor_to_array(reply.actions, key="actions"),
+            "server_timing": {"infer_ms": reply.server_timing_ms},
+            "policy_timing": {"infer_ms": reply.policy_timing_ms},
+            "model_version": reply.model_version,
+            "request_id": reply.request_id,
+        }
+
+    def _info(self) -> dict[str, Any]:
+        from vla.wire._gen import policy_pb2
+
+        return protocol.info_from_proto(self._call("ServerInfo", policy_pb2.ServerInfoRequest()))
+
+    def is_ready(self) -> bool:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        import grpc
+
+        self._connect()
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=protocol.GRPC_SERVICE),
+                               timeout=min(self.timeout_s, 5.0), metadata=self._metadata())
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise PolicyError(ErrorCode.UNAUTHENTICATED, exc.details() or "unauthenticated") from None
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def _reset(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = None
+        self._stub = None
+
+
+class WebsocketPolicyClient(PolicyClient):
+    """openpi's websocket protocol; also talks to an openpi policy server."""
+
+    scheme = "ws"
+
+    def __init__(self, host: str, port: int, *, path: str = "/", **kwargs: Any):
+        super().__init__(host, port, **kwargs)
+        self.path = path
+        self._ws = None
+        self._metadata: dict[str, Any] | None = None
+
+    def _connect(self):
+        if self._ws is None:
+            from websockets.exceptions import InvalidStatus
+            from websockets.sync.client import connect as ws_connect
+
+            headers = {"Authorization": f"Api-Key {self.token}"} if self.token else None
+            try:
+                self._ws = ws_connect(f"ws://{self.host}:{self.port}{self.path}", additional_headers=headers,
+                                      max_size=protocol.DEFAULT_MAX_MESSAGE_BYTES, compression=None,
+                                      open_timeout=self.timeout_s, close_timeout=1.0)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                code = ErrorCode.UNAUTHENTICATED if status in (401, 403) else ErrorCode.UNAVAILABLE
+                raise PolicyError(code, f"websocket handshake refused with HTTP {status}") from None
+            except (OSError, TimeoutError) as exc:
+                raise PolicyError(ErrorCode.UNAVAILABLE, f"cannot connect to {self.url}: {exc}") from None
+            self._metadata = codec.unpackb(self._recv())
+        return self._ws
+
+    def _recv(self) -> Any:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            return self._ws.recv(timeout=self.timeout_s)
+        except TimeoutError:
+            self._reset()
+            raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, f"no reply from {self.url} in {self.timeout_s}s") from None
+        except ConnectionClosed as exc:
+            self._reset()
+            raise PolicyError(ErrorCode.UNAVAILABLE, f"connection to {self.url} closed: {exc}") from None
+
+    def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
+        from websockets.exceptions import ConnectionClosed
+
+        ws = self._connect()
+        try:
+            ws.send(codec.packb(obs))
+        except ConnectionClosed as exc:
+            self._reset()
+            raise PolicyError(ErrorCode.UNAVAILABLE, f"connection to {self.url} closed: {exc}") from None
+        frame = self._recv()
+        if isinstance(frame, str):
+            try:
+                raise PolicyError.from_dict(json.loads(frame))
+            except json.JSONDecodeError:
+                raise PolicyError(ErrorCode.INTERNAL, frame) from None
+        reply = codec.unpackb(frame)
+        reply["actions"] = np.asarray(reply["actions"])
+        return reply
+
+    def _info(self) -> dict[str, Any]:
+        self._connect()
+        return dict(self._metadata or {})
+
+    def is_ready(self) -> bool:
+        # The websocket shares the HTTP server; its /readyz is the authority.
+        return HttpPolicyClient(self.host, self.port, token=self.token, timeout_s=min(self.timeout_s, 5.0)).is_ready()
+
+    def _reset(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._ws is not None:
+            try:
+                self._ws.close()
+            except Exception:  # closing a broken socket must not mask the real error
+                pass
+        self._ws = None
+
+
+class HttpPolicyClient(PolicyClient):
+    scheme = "http"
+
+    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
+                 request_id: str = "") -> tuple[int, str, bytes]:
+        headers = {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+            headers["Accept"] = content_type
+        if request_id:
+            headers[protocol.REQUEST_ID_HEADER] = request_id
+        req = urllib.request.Request(f"{self.url}{path}", data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+        except TimeoutError:
+            raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, f"no reply from {self.url} in {self.timeout_s}s") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise PolicyError(ErrorCode.UNAVAILABLE, f"cannot reach {self.url}: {exc}") from None
+
+    @staticmethod
+    def _error(status: int, ctype: str, payload: bytes, request_id: str = "") -> PolicyError:
+        try:
+            body = codec.unpackb(payload) if ctype.startswith(protocol.MSGPACK_CONTENT_TYPE) else json.loads(payload)
+            return PolicyError.from_dict(body["error"])
+        except Exception:
+            code = next((c for c, s in HTTP_STATUS.items() if s == status), ErrorCode.INTERNAL)
+            return PolicyError(code, f"HTTP {status}: {payload[:200]!r}", request_id)
+
+    def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
+        status, ctype, payload = self._request("POST", protocol.INFER_PATH, codec.packb(obs),
+                                               protocol.MSGPACK_CONTENT_TYPE, request_id)
+        if status != 200:
+            raise self._error(status, ctype, payload, request_id)
+        reply = codec.unpackb(payload)
+        reply["actions"] = np.asarray(reply["actions"])
+        return reply
+
+    def _info(self) -> dict[str, Any]:
+        status, ctype, payload = self._request("GET", protocol.INFO_PATH)
+        if status != 200:
+            raise self._error(status, ctype, payload)
+        return json.loads(payload)
+
+    def is_ready(self) -> bool:
+        try:
+            status, ctype, payload = self._request("GET", protocol.READY_PATH)
+        except PolicyError:
+            return False
+        if status == 401:
+            raise self._error(status, ctype, payload)
+        return status == 200
+
+
+_CLIENTS = {"grpc": GrpcPolicyClient, "ws": WebsocketPolicyClient, "http": HttpPolicyClient}
+
+
+def connect(url: str, **kwargs: Any) -> PolicyClient:
+    """A client for `grpc://host:port`, `ws://host:port[/path]` or `http://host:port`."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in _CLIENTS:
+        raise ValueError(f"unsupported server URL {url!r}: use grpc://, ws:// or http://")
+    if not parsed.hostname:
+        raise ValueError(f"server URL {url!r} has no host")
+    default_port = protocol.GRPC_PORT if parsed.scheme == "grpc" else protocol.HTTP_PORT
+    port = parsed.port or default_port
+    if parsed.scheme == "ws" and parsed.path not in ("", "/"):
+        kwargs.setdefault("path", parsed.path)
+    return _CLIENTS[parsed.scheme](parsed.hostname, port, **kwargs)

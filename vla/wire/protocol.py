@@ -1,0 +1,160 @@
+"""The wire contract shared by the policy server and every client (torch-free).
+
+Transports
+----------
+gRPC (default port 50051)
+    `vla.policy.v1.PolicyService/Infer` and `/ServerInfo` (proto/vla/policy/v1/policy.proto),
+    `grpc.health.v1.Health`, server reflection. Token in metadata `authorization`.
+HTTP (default port 8000)
+    `POST /v1/infer`  body: msgpack-numpy (`application/msgpack`) or JSON (`application/json`);
+                      the reply uses the request's content type.
+    `GET /v1/info`    the ServerInfo as JSON.
+    `GET /healthz`    200 while the process is up; `GET /readyz` 200 once warmed up and not draining.
+    `GET /metrics`    Prometheus text format.
+    Errors: the HTTP status of the code (errors.HTTP_STATUS) and a body `{"error": {...}}`.
+Websocket (same port, path `/`), openpi's protocol
+    The server's first frame is the ServerInfo (binary, msgpack-numpy). Each request is a
+    binary frame holding the observation; each reply a binary frame holding the action dict.
+    An error is a *text* frame holding `{"code", "message", "request_id"}` as JSON (openpi's
+    client raises on any text frame); the connection stays open.
+
+Authentication: `Authorization: Bearer <token>` or openpi's `Authorization: Api-Key <token>`.
+
+Observation: the simulator's own keys or openpi's LIBERO keys (OBSERVATION_KEYS below) plus
+`prompt`. Reply: `actions` float32 [chunk, action_dim] in the robot's units,
+`server_timing` and `policy_timing` as `{"infer_ms": float}` (openpi's layout) and
+`model_version`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vla.wire.errors import ErrorCode, PolicyError
+
+GRPC_PORT = 50051
+HTTP_PORT = 8000
+INFER_PATH = "/v1/infer"
+INFO_PATH = "/v1/info"
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+MSGPACK_CONTENT_TYPE = "application/msgpack"
+JSON_CONTENT_TYPE = "application/json"
+TOKEN_ENV = "POLICY_SERVER_TOKEN"
+AUTH_HEADER = "authorization"
+REQUEST_ID_HEADER = "x-request-id"
+GRPC_SERVICE = "vla.policy.v1.PolicyService"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Image orientation a server declares in ServerInfo. LIBERO renders upside down;
+# "as_rendered" servers flip the frames themselves, "rotated_180" servers expect clients to.
+ORIENTATION_AS_RENDERED = "as_rendered"
+ORIENTATION_ROTATED_180 = "rotated_180"
+ORIENTATIONS = (ORIENTATION_AS_RENDERED, ORIENTATION_ROTATED_180)
+
+# The simulator's own observation keys (DESIGN §3) ...
+SIM_KEYS = {
+    "agentview_image": ("uint8", (-1, -1, 3)),
+    "robot0_eye_in_hand_image": ("uint8", (-1, -1, 3)),
+    "robot0_eef_pos": ("float", (3,)),
+    "robot0_eef_quat": ("float", (4,)),      # x, y, z, w
+    "robot0_gripper_qpos": ("float", (2,)),
+}
+# ... and openpi's LIBERO keys, accepted as well.
+OPENPI_KEYS = {
+    "observation/image": ("uint8", (-1, -1, 3)),
+    "observation/wrist_image": ("uint8", (-1, -1, 3)),
+    "observation/state": ("float", (8,)),    # eef_pos(3) + axis-angle(3) + gripper qpos(2)
+}
+PROMPT_KEY = "prompt"
+
+
+def bearer_token(header_value: str | None) -> str | None:
+    """The token in an `Authorization` value (`Bearer x` or openpi's `Api-Key x`)."""
+    if not header_value:
+        return None
+    scheme, _, token = header_value.strip().partition(" ")
+    if scheme.lower() in ("bearer", "api-key") and token:
+        return token.strip()
+    return None
+
+
+def array_to_tensor(array: np.ndarray, tensor_cls: Any) -> Any:
+    """numpy → proto `Tensor` (raw bytes, dtype string, shape)."""
+    array = np.asarray(array)
+    if array.dtype.kind in ("O", "V", "c"):
+        raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"cannot send dtype {array.dtype}")
+    return tensor_cls(dtype=array.dtype.str, shape=list(array.shape),
+                      data=np.ascontiguousarray(array).tobytes())
+
+
+def tensor_to_array(tensor: Any, *, key: str = "tensor") -> np.ndarray:
+    """proto `Tensor` → numpy, with the byte count checked against dtype and shape."""
+    try:
+        dtype = np.dtype(tensor.dtype)
+    except TypeError:
+        raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"{key}: unknown dtype {tensor.dtype!r}") from None
+    if dtype.kind in ("O", "V", "c"):
+        raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"{key}: refused dtype {dtype}")
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"{key}: negative dimension in shape {shape}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if expected != len(tensor.data):
+        raise PolicyError(ErrorCode.INVALID_ARGUMENT,
+                          f"{key}: shape {shape} and dtype {dtype} need {expected} bytes, got {len(tensor.data)}")
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+
+
+def observation_to_request(obs: dict[str, Any], request_cls: Any, tensor_cls: Any, request_id: str = "") -> Any:
+    """A Python observation dict → proto `InferRequest` (strings apart from arrays)."""
+    tensors, strings = {}, {}
+    for key, value in obs.items():
+        if isinstance(value, str):
+            strings[key] = value
+        else:
+            tensors[key] = array_to_tensor(np.asarray(value), tensor_cls)
+    return request_cls(tensors=tensors, strings=strings, request_id=request_id)
+
+
+def request_to_observation(request: Any) -> dict[str, Any]:
+    obs: dict[str, Any] = {k: tensor_to_array(t, key=k) for k, t in request.tensors.items()}
+    obs.update(dict(request.strings))
+    return obs
+
+
+def info_to_proto(info: dict[str, Any], response_cls: Any, spec_cls: Any) -> Any:
+    import json
+
+    known = {"model", "checkpoint", "chunk_length", "action_dim", "inputs", "image_orientation", "model_version"}
+    return response_cls(
+        model=str(info.get("model", "")),
+        checkpoint=str(info.get("checkpoint", "")),
+        chunk_length=int(info.get("chunk_length", 0)),
+        action_dim=int(info.get("action_dim", 0)),
+        inputs=[spec_cls(key=s["key"], dtype=s.get("dtype", ""), shape=list(s.get("shape", [])),
+                         required=bool(s.get("required", True)), description=s.get("description", ""))
+                for s in info.get("inputs", [])],
+        image_orientation=str(info.get("image_orientation", "")),
+        model_version=str(info.get("model_version", "")),
+        metadata_json=json.dumps({k: v for k, v in info.items() if k not in known}),
+    )
+
+
+def info_from_proto(msg: Any) -> dict[str, Any]:
+    import json
+
+    info = json.loads(msg.metadata_json) if msg.metadata_json else {}
+    info.update(
+        model=msg.model,
+        checkpoint=msg.checkpoint,
+        chunk_length=msg.chunk_length,
+        action_dim=msg.action_dim,
+        inputs=[{"key": s.key, "dtype": s.dtype, "shape": list(s.shape), "required": s.required,
+                 "description": s.description} for s in msg.inputs],
+        image_orientation=msg.image_orientation,
+        model_version=msg.model_version,
+    )
+    return info
