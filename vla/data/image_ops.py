@@ -1,0 +1,75 @@
+"""Image helpers shared by training transforms and the policy server's eval transforms.
+
+One implementation of each step, so a camera frame is processed identically at training and
+at serving time:
+
+    resize_images(images, height, width)         uint8 [N, H, W, 3] -> uint8 [N, h, w, 3]
+    normalize_images(images, means, stds)         uint8 [N, H, W, 3] -> float32 [N, 3, H, W]
+    rotate_180(image)                             LIBERO's renders are upside down
+
+torch only (no torchvision): bilinear with antialiasing, like PIL's resize when shrinking.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def as_image_stack(images) -> np.ndarray:
+    """A list/array of H×W×3 uint8 images (or one image) as uint8 [N, H, W, 3]."""
+    if isinstance(images, torch.Tensor):
+        images = images.cpu().numpy()
+    if isinstance(images, (list, tuple)):
+        shapes = {np.asarray(im).shape for im in images}
+        if len(shapes) != 1:
+            raise ValueError(f"images differ in shape {sorted(shapes)}; resize them first")
+        images = np.stack([np.asarray(im) for im in images])
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected images as [N, H, W, 3], got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got {images.dtype}")
+    return images
+
+
+def resize_images(images, height: int, width: int) -> np.ndarray:
+    """Resize uint8 [N, H, W, 3] (or a list of H×W×3) to uint8 [N, height, width, 3], no padding."""
+    stack = as_image_stack(images)
+    if stack.shape[1:3] == (height, width):
+        return stack
+    x = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2).float()
+    y = F.interpolate(x, size=(int(height), int(width)), mode="bilinear", align_corners=False, antialias=True)
+    return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _per_camera(values: Sequence, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = np.broadcast_to(arr, (n, arr.shape[0]))
+    if arr.shape != (n, 3):
+        raise ValueError(f"{name}: need one [r, g, b] per camera ({n} cameras), got shape {arr.shape}")
+    return arr
+
+
+def normalize_images(images, means: Sequence, stds: Sequence) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] = (x - mean[cam]) / std[cam], means/stds in 0..255."""
+    stack = as_image_stack(images)
+    n = stack.shape[0]
+    mean = _per_camera(means, n, "means")
+    std = _per_camera(stds, n, "stds")
+    if np.any(std <= 0):
+        raise ValueError(f"stds must be positive, got {std.tolist()}")
+    x = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2).float()
+    x = (x - torch.from_numpy(mean)[:, :, None, None]) / torch.from_numpy(std)[:, :, None, None]
+    return x.contiguous().numpy()
+
+
+def rotate_180(image: np.ndarray) -> np.ndarray:
+    """Rotate H×W×C (or [N, H, W, C]) by 180°, as LIBERO's LeRobot conversions do with raw renders."""
+    image = np.asarray(image)
+    return np.ascontiguousarray(image[..., ::-1, ::-1, :])
