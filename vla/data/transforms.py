@@ -1,0 +1,210 @@
+"""The seed's per-sample transforms, registered under the seed's names with its parameters.
+
+A sample from `ParquetDataset` flows through them in config order:
+
+    ProcessParquetInputs        parquet columns (renamed), camera frames -> `images` uint8 [N, H, W, 3]
+    ParquetPrompter             `task_description` -> `prompt`
+    ProcessPrompts /
+    ProcessPromptsWithImage     `prompt` -> `lang_tokens` int64 [L], `lang_masks` bool [L]
+    ResizeImages                `images` -> uint8 [N, h, w, 3]
+    NormalizeImages             `images` -> float32 [N, 3, h, w]
+    NormalizeStatesAndActions   `states` [S'], `actions` [T, A'] normalised and padded, `action_masks`
+
+The image and prompt work is done by plain functions (`vla.data.image_ops`,
+`vla.data.prompts`) that the policy server's eval transforms call too.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from vla.config import build, register
+from vla.data.errors import DatasetError
+from vla.data.image_ops import normalize_images, resize_images
+from vla.data.prompts import ImagePromptTokenizer, build_prompt, tokenize_prompt
+from vla.normalize import DatasetStatistics, FeatureStats, Normalizer
+
+# Keys every sample keeps through ProcessParquetInputs (meta data for logging and debugging).
+PASSTHROUGH_KEYS = ("task_description", "episode_index", "frame_index", "data_root")
+
+
+def _tokenizer(tokenizer: Any) -> Any:
+    return build(tokenizer) if isinstance(tokenizer, dict) else tokenizer
+
+
+def _require(data: Mapping[str, Any], key: str, who: str) -> Any:
+    if key not in data:
+        raise DatasetError(f"{who}: sample has no {key!r}; it has {sorted(data)}")
+    return data[key]
+
+
+@register
+class ProcessParquetInputs:
+    """Select `parquet_keys` (renamed by `name_mappings`, one key may map to several names),
+    decode the `video_keys` cameras into `images` / `img_masks`, add `embodiment_ids`."""
+
+    def __init__(self, parquet_keys: Sequence[str], video_keys: Sequence[str] = (),
+                 name_mappings: Mapping[str, Any] | None = None, embodiment_id: int | None = None):
+        self.parquet_keys = list(parquet_keys)
+        self.video_keys = list(video_keys)
+        self.name_mappings = {k: [v] if isinstance(v, str) else list(v) for k, v in (name_mappings or {}).items()}
+        self.embodiment_id = embodiment_id
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: data[k] for k in PASSTHROUGH_KEYS if k in data}
+        for key in self.parquet_keys:
+            value = _require(data, key, "ProcessParquetInputs.parquet_keys")
+            for name in self.name_mappings.get(key, [key]):
+                out[name] = value
+        if self.video_keys:
+            frame_source = _require(data, "frame_source", "ProcessParquetInputs.video_keys")
+            out["images"] = np.stack([frame_source(key) for key in self.video_keys])
+            out["img_masks"] = np.ones(len(self.video_keys), dtype=bool)
+        if self.embodiment_id is not None:
+            out["embodiment_ids"] = np.int64(self.embodiment_id)
+        return out
+
+
+@register
+class ParquetPrompter:
+    """`prompt` = the cleaned task description (`vla.data.prompts.build_prompt`)."""
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        data["prompt"] = build_prompt(_require(data, "task_description", "ParquetPrompter"))
+        return data
+
+
+@register
+class ProcessPrompts:
+    """Tokenise `prompt` into `lang_tokens` / `lang_masks` of length `max_len` (right-padded)."""
+
+    def __init__(self, tokenizer: Any, max_len: int = 180):
+        self.tokenizer = _tokenizer(tokenizer)
+        self.max_len = int(max_len)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        prompt = _require(data, "prompt", "ProcessPrompts")
+        data["lang_tokens"], data["lang_masks"] = tokenize_prompt(self.tokenizer, prompt, self.max_len)
+        return data
+
+
+@register
+class ProcessPromptsWithImage:
+    """Like ProcessPrompts, with `num_images` × `tokens_per_image` image placeholder tokens before the
+    text; the model puts its vision features there. `image_token` defaults to the first of
+    `<IMG_CONTEXT>` / `<image>` the tokenizer knows."""
+
+    def __init__(self, tokenizer: Any, max_len: int = 180, num_images: int = 2, tokens_per_image: int = 64,
+                 image_token: str | None = None):
+        self.tokenizer = _tokenizer(tokenizer)
+        self.max_len = int(max_len)
+        self.num_images = int(num_images)
+        self.encode = ImagePromptTokenizer(self.tokenizer, self.max_len, self.num_images, int(tokens_per_image),
+                                           image_token)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        prompt = _require(data, "prompt", "ProcessPromptsWithImage")
+        data["lang_tokens"], data["lang_masks"] = self.encode(prompt)
+        return data
+
+
+@register
+class ResizeImages:
+    """Resize every camera image to `height` × `width` (bilinear, antialiased, no padding)."""
+
+    def __init__(self, height: int = 224, width: int = 224):
+        self.height, self.width = int(height), int(width)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        data["images"] = resize_images(_require(data, "images", "ResizeImages"), self.height, self.width)
+        return data
+
+
+@register
+class NormalizeImages:
+    """uint8 images -> float32 [N, 3, H, W] with one mean/std triple (0..255 scale) per camera."""
+
+    def __init__(self, means: Sequence[Sequence[float]], stds: Sequence[Sequence[float]]):
+        self.means = np.asarray(means, dtype=np.float32)
+        self.stds = np.asarray(stds, dtype=np.float32)
+        if self.means.shape != self.stds.shape or self.means.shape[-1] != 3:
+            raise ValueError(f"means {self.means.shape} and stds {self.stds.shape} must both be [cameras, 3]")
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        images = _require(data, "images", "NormalizeImages")
+        n = len(images)
+        if self.means.ndim == 2 and len(self.means) != n:
+            raise DatasetError(f"NormalizeImages: {len(self.means)} means/stds for {n} cameras")
+        data["images"] = normalize_images(images, self.means, self.stds)
+        return data
+
+
+def feature_stats(stats: Any, key: str) -> FeatureStats:
+    """The block `key` of a DatasetStatistics (or its dict form)."""
+    if isinstance(stats, dict):
+        stats = DatasetStatistics.from_dict(stats)
+    if not isinstance(stats, DatasetStatistics):
+        raise DatasetError(f"sample 'stats' must be dataset statistics, got {type(stats).__name__}")
+    if key == "action":
+        return stats.action
+    if key == "proprio":
+        return stats.proprio
+    if key in stats.extra:
+        return stats.extra[key]
+    raise DatasetError(f"statistics have no block {key!r}; they have "
+                       f"{['action', 'proprio', *sorted(stats.extra)]}")
+
+
+def pad_last(x: np.ndarray, dim: int, what: str) -> np.ndarray:
+    """Zero-pad the last axis to `dim` (an error if it is already longer)."""
+    if x.shape[-1] > dim:
+        raise DatasetError(f"{what} has {x.shape[-1]} dims, more than the padded size {dim}")
+    if x.shape[-1] == dim:
+        return x
+    pad = np.zeros((*x.shape[:-1], dim - x.shape[-1]), dtype=x.dtype)
+    return np.concatenate([x, pad], axis=-1)
+
+
+@register
+class NormalizeStatesAndActions:
+    """Normalise `states` with the `state_key` statistics and `actions` with the `action_key`
+    ones (mean/std, or q01/q99 with `use_quantiles`); pad actions to `action_dim` (and states to
+    `state_dim` if given) with zeros; `action_masks` bool [T, action_dim] is False for padded
+    dimensions and for window steps past the episode end."""
+
+    def __init__(self, action_dim: int | None = None, state_key: str = "proprio", action_key: str = "action",
+                 use_quantiles: bool = False, state_dim: int | None = None):
+        self.action_dim = action_dim
+        self.state_dim = state_dim
+        self.state_key = state_key
+        self.action_key = action_key
+        self.use_quantiles = bool(use_quantiles)
+        self._cache: tuple[int, Normalizer, Normalizer] | None = None
+
+    def normalizers(self, stats: Any) -> tuple[Normalizer, Normalizer]:
+        if self._cache is None or self._cache[0] != id(stats):
+            state = Normalizer.from_quantiles_flag(feature_stats(stats, self.state_key), self.use_quantiles,
+                                                   name=f"states ({self.state_key} statistics)")
+            action = Normalizer.from_quantiles_flag(feature_stats(stats, self.action_key), self.use_quantiles,
+                                                    name=f"actions ({self.action_key} statistics)")
+            self._cache = (id(stats), state, action)
+        return self._cache[1], self._cache[2]
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        stats = data.get("stats")
+        if stats is None:
+            raise DatasetError("NormalizeStatesAndActions: the sample carries no 'stats'; build the dataset "
+                               "inside DistributedRepeatingDataset or give it statistics (set_statistics)")
+        state_norm, action_norm = self.normalizers(stats)
+        if "states" in data:
+            states = state_norm.normalize(np.asarray(data["states"], dtype=np.float32))
+            data["states"] = pad_last(states, self.state_dim, "states") if self.state_dim else states
+        if "actions" in data:
+            actions = action_norm.normalize(np.asarray(data["actions"], dtype=np.float32))
+            steps = np.asarray(data.get("action_masks", np.ones(len(actions))), dtype=bool).reshape(-1)
+            width = self.action_dim or actions.shape[-1]
+            data["actions"] = pad_last(actions, width, "actions")
+            dims = np.arange(width) < actions.shape[-1]
+            data["action_masks"] = steps[:, None] & dims[None, :]
+        return data
