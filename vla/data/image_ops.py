@@ -50,7 +50,7 @@ def resize_images(images, height: int, width: int) -> np.ndarray:
 def _per_camera(values: Sequence, n: int, name: str) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float32)
     if arr.ndim == 1:
-        arr = np.broadcast_to(arr, (n, arr.shape[0]))
+        arr = np.tile(arr, (n, 1))
     if arr.shape != (n, 3):
         raise ValueError(f"{name}: need one [r, g, b] per camera ({n} cameras), got shape {arr.shape}")
     return arr

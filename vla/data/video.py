@@ -154,6 +154,9 @@ def decode_all(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(f"{path}: cannot decode video: {exc}") from None
 
 
+_INHERITED: list = []  # decoders a forked process inherited; see DecoderCache.get
+
+
 class DecoderCache:
     """A bounded LRU of open decoders, so random access does not reopen files and memory stays flat."""
 
@@ -164,7 +167,10 @@ class DecoderCache:
         self._pid = os.getpid()
 
     def get(self, path: Path, episode_index: int | None = None) -> VideoDecoder:
-        if os.getpid() != self._pid:  # a forked DataLoader worker must not share parent's handles
+        if os.getpid() != self._pid:
+            # A forked DataLoader worker must not use the parent's handles, nor free them: closing
+            # a container copied across fork() can block forever. Keep them referenced, unused.
+            _INHERITED.append(self._open)
             self._open = OrderedDict()
             self._pid = os.getpid()
         decoder = self._open.pop(path, None)
