@@ -1,0 +1,144 @@
+"""Checkpoint loading with the seed's `name_mapping` (our key prefix -> checkpoint key prefix).
+
+    read_state_dict(path) -> dict[str, Tensor]
+        `.safetensors` (safetensors.torch.load_file) or `.pt`/`.pth`/`.bin` (torch.load weights_only=True;
+        a dict wrapping the weights under 'state_dict' / 'model' / 'module' is unwrapped).
+    remap_state_dict(state_dict, name_mapping) -> dict[str, Tensor]
+        rename checkpoint keys to our names: for `{ours: theirs}`, a key equal to `theirs` or starting with
+        `theirs + '.'` gets that prefix replaced by `ours`; the longest matching prefix wins. Keys no
+        mapping covers keep their name (and surface as unexpected if the model has no such key).
+    load_weights(model, path_or_state_dict, name_mapping=None, strict=False) -> LoadReport
+        copy matching tensors into `model`; report missing / unexpected / shape-mismatched keys.
+        strict=True raises `CheckpointMismatchError` (with the report) before touching the model.
+        A model wrapped by peft LoRA matches plain checkpoint names (`q_proj.weight` fills
+        `q_proj.base_layer.weight`); LoRA adapter weights are never reported missing.
+    LoadReport(missing, unexpected, mismatched, loaded)   .ok, .summary()
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_WRAPPER_KEYS = ("state_dict", "model", "module")
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A strict load found missing, unexpected or shape-mismatched keys."""
+
+    def __init__(self, report: "LoadReport", source: str):
+        self.report = report
+        super().__init__(f"{source}: checkpoint does not match the model: {report.summary()}")
+
+
+@dataclass
+class LoadReport:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, checkpoint, model)
+    loaded: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self, limit: int = 8) -> str:
+        def head(items: list) -> str:
+            shown = ", ".join(str(i) for i in items[:limit])
+            return shown + (f", ... (+{len(items) - limit})" if len(items) > limit else "")
+
+        parts = [f"loaded {self.loaded}"]
+        if self.missing:
+            parts.append(f"missing {len(self.missing)}: {head(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected {len(self.unexpected)}: {head(self.unexpected)}")
+        if self.mismatched:
+            parts.append(f"shape mismatch {len(self.mismatched)}: "
+                         + head([f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched]))
+        return "; ".join(parts)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path), device="cpu"))
+    if path.suffix in (".pt", ".pth", ".bin"):
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        for key in _WRAPPER_KEYS:  # unwrap {'state_dict': {...}} style files
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict) and len(obj) <= 3:
+                obj = obj[key]
+                break
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise ValueError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+        return obj
+    raise ValueError(f"{path}: unsupported checkpoint format {path.suffix!r} (use .safetensors, .pt, .pth or .bin)")
+
+
+def remap_state_dict(state_dict: Mapping[str, torch.Tensor],
+                     name_mapping: Mapping[str, str] | None) -> dict[str, torch.Tensor]:
+    if not name_mapping:
+        return dict(state_dict)
+    # Longest checkpoint prefix first, so 'a.b' wins over 'a' when both are mapped.
+    pairs = sorted(((theirs.rstrip("."), ours.rstrip(".")) for ours, theirs in name_mapping.items()),
+                   key=lambda p: len(p[0]), reverse=True)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = key
+        for theirs, ours in pairs:
+            if key == theirs or key.startswith(theirs + "."):
+                new = ours + key[len(theirs):]
+                break
+        if new in out:
+            raise ValueError(f"name_mapping maps two checkpoint keys onto {new!r} (one is {key!r})")
+        out[new] = value
+    return out
+
+
+def _canonical(name: str) -> str:
+    # peft LoRA wraps a Linear as `<name>.base_layer`; checkpoints name the plain module.
+    return name.replace(".base_layer.", ".")
+
+
+def _is_adapter(name: str) -> bool:
+    return ".lora_" in name
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor],
+                 name_mapping: Mapping[str, str] | None = None, strict: bool = False) -> LoadReport:
+    where = str(source) if not isinstance(source, Mapping) else "<state dict>"
+    raw = read_state_dict(source) if not isinstance(source, Mapping) else source
+    ckpt = remap_state_dict(raw, name_mapping)
+    own = model.state_dict(keep_vars=True)
+    by_canonical = {_canonical(k): k for k in own if not _is_adapter(k)}
+    report = LoadReport()
+    to_load: dict[str, torch.Tensor] = {}
+    for key, value in ckpt.items():
+        target = key if key in own else by_canonical.get(_canonical(key))
+        if target is None:
+            report.unexpected.append(key)
+        elif tuple(own[target].shape) != tuple(value.shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(own[target].shape)))
+        else:
+            to_load[target] = value
+    mismatched = {_canonical(k) for k, _, _ in report.mismatched}
+    report.missing = sorted(k for k in own if k not in to_load and not _is_adapter(k)
+                            and _canonical(k) not in mismatched)
+    if strict and not report.ok:
+        raise CheckpointMismatchError(report, where)
+    # assign=True lets a meta-device model take real tensors; otherwise copy in place (keeps dtype/device).
+    on_meta = any(t.is_meta for t in own.values())
+    model.load_state_dict(to_load, strict=False, assign=on_meta)
+    report.loaded = len(to_load)
+    (log.info if report.ok else log.warning)("loaded %s: %s", where, report.summary())
+    return report
