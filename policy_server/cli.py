@@ -1,10 +1,99 @@
-"""Command line entry point; replaced when its issue lands."""
+"""`policy_server`: serve a trained work dir, or a scripted policy, over gRPC + HTTP + websocket.
+
+    policy_server --work-dir work_dirs/demo [--checkpoint checkpoint_epoch_2.pt]
+    policy_server --scripted noop --grpc-port 50051 --http-port 8000
+    policy_server --scripted replay --replay-file actions.json
+
+SIGTERM/SIGINT drain: readiness off, in-flight requests answered, new ones UNAVAILABLE,
+exit within --drain-timeout-s.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
 import sys
+import threading
+
+from policy_server.batcher import BatcherConfig
+from policy_server.service import ServiceConfig
+from vla.wire import protocol
+
+log = logging.getLogger("policy_server")
 
 
-def main(argv=None) -> int:
-    print("policy_server: not implemented yet", file=sys.stderr)
-    return 2
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="policy_server", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--work-dir", help="trained work dir (config.json, dataset_statistics.json, checkpoints)")
+    src.add_argument("--scripted", choices=["noop", "replay", "fault"], help="serve a scripted policy (no model)")
+    p.add_argument("--checkpoint", help="checkpoint file in the work dir (default: the one `latest` names)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--replay-file", help="replay: JSON {prompt: [[7 floats], ...]} or .npy [T, 7]")
+    p.add_argument("--chunk-length", type=int, default=10, help="scripted: actions per reply")
+    p.add_argument("--compute-ms", type=float, default=0.0, help="scripted: simulated model time per batch")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
+    p.add_argument("--grpc-port", type=int, default=protocol.GRPC_PORT, help="gRPC port; -1 disables")
+    p.add_argument("--http-port", type=int, default=protocol.HTTP_PORT, help="HTTP + websocket port; -1 disables")
+    p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--max-queue-delay-ms", type=float, default=2.0)
+    p.add_argument("--max-queue-size", type=int, default=256)
+    p.add_argument("--max-message-bytes", type=int, default=protocol.DEFAULT_MAX_MESSAGE_BYTES)
+    p.add_argument("--request-timeout-s", type=float, default=30.0)
+    p.add_argument("--drain-timeout-s", type=float, default=30.0)
+    p.add_argument("--grpc-workers", type=int, default=32)
+    p.add_argument("--no-warmup", action="store_true")
+    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    return p
+
+
+def make_policy(args: argparse.Namespace):
+    if args.scripted:
+        from policy_server.scripted import make_scripted
+
+        return make_scripted(args.scripted, chunk_length=args.chunk_length, compute_ms=args.compute_ms,
+                             replay_file=args.replay_file)
+    from policy_server.engine import load_engine
+
+    return load_engine(args.work_dir, checkpoint=args.checkpoint, device=args.device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        policy = make_policy(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"policy_server: {exc}", file=sys.stderr)
+        return 2
+    from policy_server.server import PolicyServer
+
+    server = PolicyServer(
+        policy, host=args.host,
+        grpc_port=None if args.grpc_port < 0 else args.grpc_port,
+        http_port=None if args.http_port < 0 else args.http_port,
+        batcher=BatcherConfig(args.max_batch_size, args.max_queue_delay_ms, args.max_queue_size,
+                              warmup=not args.no_warmup),
+        service=ServiceConfig(max_message_bytes=args.max_message_bytes, request_timeout_s=args.request_timeout_s),
+        grpc_workers=args.grpc_workers)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"policy_server: {exc}", file=sys.stderr)
+        server.stop()
+        return 2
+    log.info("listening: grpc=%s http=%s (warming up)", server.grpc_port, server.http_port)
+    while not stop.wait(0.5):
+        pass
+    clean = server.drain(args.drain_timeout_s)
+    log.info("stopped (%s)", "drained" if clean else "drain deadline passed")
+    return 0 if clean else 1
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ Errors the server reports carry its code; only retryable codes are retried.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from typing import Any, Callable
 
@@ -190,6 +189,19 @@ class GrpcPolicyClient(PolicyClient):
         self._stub = None
 
 
+def _ws_legacy_kwargs() -> dict[str, Any]:
+    # websockets >= 17.1 warns unless a directly-held connection opts in with legacy=True;
+    # older releases have no such flag.
+    import inspect
+
+    from websockets.sync.client import connect as ws_connect
+
+    return {"legacy": True} if "legacy" in inspect.signature(ws_connect).parameters else {}
+
+
+_WS_LEGACY: dict[str, Any] = {}
+
+
 class WebsocketPolicyClient(PolicyClient):
     """openpi's websocket protocol; also talks to an openpi policy server."""
 
@@ -206,11 +218,13 @@ class WebsocketPolicyClient(PolicyClient):
             from websockets.exceptions import InvalidStatus
             from websockets.sync.client import connect as ws_connect
 
+            if not _WS_LEGACY:
+                _WS_LEGACY.update(_ws_legacy_kwargs())
             headers = {"Authorization": f"Api-Key {self.token}"} if self.token else None
             try:
                 self._ws = ws_connect(f"ws://{self.host}:{self.port}{self.path}", additional_headers=headers,
                                       max_size=protocol.DEFAULT_MAX_MESSAGE_BYTES, compression=None,
-                                      open_timeout=self.timeout_s, close_timeout=1.0)
+                                      open_timeout=self.timeout_s, close_timeout=1.0, **_WS_LEGACY)
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 code = ErrorCode.UNAUTHENTICATED if status in (401, 403) else ErrorCode.UNAVAILABLE
@@ -257,7 +271,8 @@ class WebsocketPolicyClient(PolicyClient):
 
     def is_ready(self) -> bool:
         # The websocket shares the HTTP server; its /readyz is the authority.
-        return HttpPolicyClient(self.host, self.port, token=self.token, timeout_s=min(self.timeout_s, 5.0)).is_ready()
+        with HttpPolicyClient(self.host, self.port, token=self.token, timeout_s=min(self.timeout_s, 5.0)) as probe:
+            return probe.is_ready()
 
     def _reset(self) -> None:
         self.close()
@@ -272,7 +287,13 @@ class WebsocketPolicyClient(PolicyClient):
 
 
 class HttpPolicyClient(PolicyClient):
+    """HTTP/1.1 with one kept-alive connection (not thread-safe: one client per thread)."""
+
     scheme = "http"
+
+    def __init__(self, host: str, port: int, **kwargs: Any):
+        super().__init__(host, port, **kwargs)
+        self._conn: http.client.HTTPConnection | None = None
 
     def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
                  request_id: str = "") -> tuple[int, str, bytes]:
@@ -284,16 +305,34 @@ class HttpPolicyClient(PolicyClient):
             headers["Accept"] = content_type
         if request_id:
             headers[protocol.REQUEST_ID_HEADER] = request_id
-        req = urllib.request.Request(f"{self.url}{path}", data=body, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return resp.status, resp.headers.get("Content-Type", ""), resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers.get("Content-Type", ""), exc.read()
-        except TimeoutError:
-            raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, f"no reply from {self.url} in {self.timeout_s}s") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise PolicyError(ErrorCode.UNAVAILABLE, f"cannot reach {self.url}: {exc}") from None
+        for attempt in range(2):   # a kept-alive connection the server closed is retried once, fresh
+            fresh = self._conn is None
+            if fresh:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            try:
+                self._conn.request(method, path, body=body, headers=headers)
+                resp = self._conn.getresponse()
+                payload = resp.read()
+                if resp.will_close:
+                    self._reset()
+                return resp.status, resp.headers.get("Content-Type", ""), payload
+            except TimeoutError:
+                self._reset()
+                raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, f"no reply from {self.url} in {self.timeout_s}s",
+                                  request_id) from None
+            except (http.client.HTTPException, OSError) as exc:
+                self._reset()
+                if fresh or attempt == 1:
+                    raise PolicyError(ErrorCode.UNAVAILABLE, f"cannot reach {self.url}: {exc}", request_id) from None
+        raise AssertionError("unreachable")
+
+    def _reset(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
 
     @staticmethod
     def _error(status: int, ctype: str, payload: bytes, request_id: str = "") -> PolicyError:

@@ -1,0 +1,150 @@
+"""HTTP + websocket transport (FastAPI on uvicorn): /v1/infer, /v1/info, probes, /metrics,
+and openpi's websocket protocol at `/`.
+
+Websocket (openpi-compatible): the first frame is the ServerInfo (msgpack-numpy); then each
+binary request frame gets a binary reply frame. An error is a text frame holding
+`{"code", "message", "request_id"}` as JSON and the connection stays open. Frames over the
+limit get RESOURCE_EXHAUSTED; frames over twice the limit are cut off by the protocol layer
+(close code 1009), so a hostile peer cannot make the server buffer unbounded data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, Response
+
+from policy_server import metrics as metrics_mod
+from policy_server import schema
+from policy_server.service import PolicyService
+from vla.wire import codec, protocol
+from vla.wire.errors import ErrorCode, PolicyError
+
+log = logging.getLogger("policy_server.http")
+
+
+def _json_ready(reply: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in reply.items()}
+
+
+def _error_response(err: PolicyError, msgpack_reply: bool) -> Response:
+    body = {"error": err.to_dict()}
+    if msgpack_reply:
+        return Response(codec.packb(body), status_code=err.http_status, media_type=protocol.MSGPACK_CONTENT_TYPE)
+    return JSONResponse(body, status_code=err.http_status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PolicyError(ErrorCode.RESOURCE_EXHAUSTED, f"request body is {length} bytes, over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PolicyError(ErrorCode.RESOURCE_EXHAUSTED, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(service: PolicyService) -> FastAPI:
+    app = FastAPI(title="policy_server", docs_url=None, redoc_url=None, openapi_url=None)
+    limit = service.config.max_message_bytes
+
+    @app.post(protocol.INFER_PATH)
+    async def infer(request: Request) -> Response:
+        started = time.monotonic()
+        ctype = request.headers.get("content-type", protocol.MSGPACK_CONTENT_TYPE).split(";")[0].strip().lower()
+        use_json = ctype == protocol.JSON_CONTENT_TYPE
+        request_id = service.new_request_id(request.headers.get(protocol.REQUEST_ID_HEADER))
+        try:
+            service.check_auth(request.headers.get(protocol.AUTH_HEADER))
+            if ctype not in (protocol.JSON_CONTENT_TYPE, protocol.MSGPACK_CONTENT_TYPE):
+                raise PolicyError(ErrorCode.INVALID_ARGUMENT,
+                                  f"unsupported Content-Type {ctype!r}: use {protocol.MSGPACK_CONTENT_TYPE} "
+                                  f"or {protocol.JSON_CONTENT_TYPE}")
+            body = await _read_body(request, limit)
+            if use_json:
+                try:
+                    obs = schema.from_json(json.loads(body))
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"malformed JSON body: {exc}") from None
+            else:
+                obs = service.decode(body)
+        except PolicyError as err:
+            err.request_id = request_id
+            service.record_error("http", err)
+            return _error_response(err, not use_json)
+        try:
+            reply = await service.ahandle(obs, "http", request_id, None, started)
+        except PolicyError as err:
+            return _error_response(err, not use_json)
+        if use_json:
+            return JSONResponse(_json_ready(reply))
+        return Response(codec.packb(reply, max_bytes=None), media_type=protocol.MSGPACK_CONTENT_TYPE)
+
+    @app.get(protocol.INFO_PATH)
+    async def info(request: Request) -> Response:
+        try:
+            service.check_auth(request.headers.get(protocol.AUTH_HEADER))
+        except PolicyError as err:
+            return _error_response(err, False)
+        return JSONResponse(service.info())
+
+    @app.get(protocol.HEALTH_PATH)
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok", "draining": service.draining})
+
+    @app.get(protocol.READY_PATH)
+    async def readyz() -> Response:
+        if service.ready:
+            return JSONResponse({"ready": True})
+        why = "draining" if service.draining else "warming up"
+        return JSONResponse({"ready": False, "reason": why}, status_code=503)
+
+    @app.get(protocol.METRICS_PATH)
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=metrics_mod.CONTENT_TYPE_LATEST)
+
+    @app.websocket("/")
+    async def websocket(ws: WebSocket) -> None:
+        try:
+            service.check_auth(ws.headers.get(protocol.AUTH_HEADER))
+        except PolicyError as err:
+            service.record_error("ws", err)
+            await ws.close(code=1008, reason="unauthenticated")   # refused handshake: HTTP 403
+            return
+        await ws.accept()
+        await ws.send_bytes(codec.packb(service.info()))
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                started = time.monotonic()
+                request_id = service.new_request_id()
+                try:
+                    frame = message.get("bytes")
+                    if frame is None:
+                        raise PolicyError(ErrorCode.INVALID_ARGUMENT,
+                                          "send observations as binary msgpack-numpy frames, not text")
+                    obs = service.decode(frame)
+                except PolicyError as err:
+                    err.request_id = request_id
+                    service.record_error("ws", err)
+                    await ws.send_text(json.dumps(err.to_dict()))
+                    continue
+                try:
+                    reply = await service.ahandle(obs, "ws", request_id, None, started)
+                except PolicyError as err:
+                    await ws.send_text(json.dumps(err.to_dict()))
+                    continue
+                await ws.send_bytes(codec.packb(reply, max_bytes=None))
+        except WebSocketDisconnect:
+            return
+
+    return app

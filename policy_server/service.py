@@ -1,0 +1,180 @@
+"""The transport-independent request path: auth, validation, batching, metrics, replies.
+
+Every transport (gRPC, HTTP, websocket) calls `handle` / `ahandle` with a decoded
+observation and turns the reply dict or the PolicyError into its own wire form. Anything
+that is not a PolicyError is a server bug: it is logged with the request id and the client
+gets INTERNAL without a traceback.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from policy_server.batcher import Batcher, BatcherConfig, Reply
+from policy_server.metrics import Metrics
+from policy_server.policy import validate
+from vla.wire import codec, protocol
+from vla.wire.errors import ErrorCode, PolicyError
+
+log = logging.getLogger("policy_server")
+
+
+@dataclass
+class ServiceConfig:
+    token: str | None = None
+    max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES
+    request_timeout_s: float = 30.0
+
+
+class PolicyService:
+    def __init__(self, policy: Any, batcher_config: BatcherConfig | None = None,
+                 config: ServiceConfig | None = None, metrics: Metrics | None = None):
+        self.policy = policy
+        self.config = config or ServiceConfig()
+        if self.config.token is None:
+            self.config.token = os.environ.get(protocol.TOKEN_ENV) or None
+        self.metrics = metrics or Metrics()
+        self.batcher = Batcher(policy, batcher_config, self.metrics)
+        self._info = dict(policy.info())
+        self._info.setdefault("max_batch_size", self.batcher.config.max_batch_size)
+        self._info.setdefault("max_message_bytes", self.config.max_message_bytes)
+        self.metrics.set_model(str(self._info.get("model", "")), str(self._info.get("checkpoint", "")))
+        self.draining = False
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        self.batcher.start()
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher.ready and not self.draining
+
+    def begin_drain(self) -> None:
+        self.draining = True
+        self.batcher.stop_accepting()
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    # -- auth ----------------------------------------------------------------------
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.config.token)
+
+    def check_auth(self, header_value: str | None) -> None:
+        """Raise UNAUTHENTICATED unless the Authorization value carries the token (constant time)."""
+        if not self.config.token:
+            return
+        given = protocol.bearer_token(header_value) or ""
+        if not hmac.compare_digest(given.encode(), self.config.token.encode()):
+            raise PolicyError(ErrorCode.UNAUTHENTICATED,
+                              "missing or wrong token: send 'Authorization: Bearer <token>' (or 'Api-Key <token>')")
+
+    # -- decoding ------------------------------------------------------------------
+    def decode(self, frame: bytes) -> Any:
+        return codec.unpackb(frame, max_bytes=self.config.max_message_bytes)
+
+    # -- requests ------------------------------------------------------------------
+    @staticmethod
+    def new_request_id(given: str | None = None) -> str:
+        if given and len(given) <= 128 and given.isprintable():
+            return given
+        return uuid.uuid4().hex[:16]
+
+    def _deadline(self, timeout_s: float | None) -> float:
+        limit = self.config.request_timeout_s
+        if timeout_s is not None:
+            limit = min(limit, max(timeout_s, 0.0))
+        return time.monotonic() + limit
+
+    def _submit(self, obs: Any, request_id: str, deadline: float) -> concurrent.futures.Future:
+        if self.draining:
+            raise PolicyError(ErrorCode.UNAVAILABLE, "server is draining; retry on another replica", request_id)
+        try:
+            obs = validate(self.policy, obs)
+        except PolicyError as exc:
+            exc.request_id = request_id
+            raise
+        return self.batcher.submit(obs, request_id, deadline)
+
+    def _reply(self, reply: Reply, request_id: str, started: float) -> dict[str, Any]:
+        return {
+            "actions": reply.actions,
+            "server_timing": {"infer_ms": (time.monotonic() - started) * 1000.0,
+                              "queue_ms": reply.queue_s * 1000.0, "batch_size": reply.batch_size},
+            "policy_timing": {"infer_ms": reply.compute_s * 1000.0},
+            "model_version": str(self._info.get("model_version", "")),
+            "request_id": request_id,
+        }
+
+    def _finish(self, transport: str, code: str, started: float) -> None:
+        self.metrics.requests.labels(transport=transport, code=code).inc()
+        self.metrics.duration.labels(transport=transport).observe(time.monotonic() - started)
+        self.metrics.inflight.dec()
+
+    def _internal(self, request_id: str, transport: str) -> PolicyError:
+        log.exception("internal error on %s request %s", transport, request_id)
+        return PolicyError(ErrorCode.INTERNAL, "internal server error; the server log has the details under this request id",
+                           request_id)
+
+    def record_error(self, transport: str, err: PolicyError) -> None:
+        """Count a request refused before it reached `handle` (bad frame, bad token)."""
+        self.metrics.requests.labels(transport=transport, code=err.code.value).inc()
+
+    def handle(self, obs: Any, transport: str, request_id: str = "", timeout_s: float | None = None,
+               started: float | None = None) -> dict[str, Any]:
+        """Blocking path (gRPC worker threads)."""
+        started = started or time.monotonic()
+        request_id = self.new_request_id(request_id)
+        deadline = self._deadline(timeout_s)
+        self.metrics.inflight.inc()
+        code = "OK"
+        try:
+            future = self._submit(obs, request_id, deadline)
+            try:
+                reply = future.result(timeout=max(deadline - time.monotonic(), 0.0) + 0.05)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, "no result before the request deadline", request_id)
+            return self._reply(reply, request_id, started)
+        except PolicyError as exc:
+            code = exc.code.value
+            raise
+        except Exception:
+            code = ErrorCode.INTERNAL.value
+            raise self._internal(request_id, transport) from None
+        finally:
+            self._finish(transport, code, started)
+
+    async def ahandle(self, obs: Any, transport: str, request_id: str = "", timeout_s: float | None = None,
+                      started: float | None = None) -> dict[str, Any]:
+        """asyncio path (HTTP and websocket); same semantics as `handle`."""
+        started = started or time.monotonic()
+        request_id = self.new_request_id(request_id)
+        deadline = self._deadline(timeout_s)
+        self.metrics.inflight.inc()
+        code = "OK"
+        try:
+            future = self._submit(obs, request_id, deadline)
+            try:
+                reply = await asyncio.wait_for(asyncio.wrap_future(future),
+                                               max(deadline - time.monotonic(), 0.0) + 0.05)
+            except asyncio.TimeoutError:
+                future.cancel()
+                raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, "no result before the request deadline", request_id)
+            return self._reply(reply, request_id, started)
+        except PolicyError as exc:
+            code = exc.code.value
+            raise
+        except Exception:
+            code = ErrorCode.INTERNAL.value
+            raise self._internal(request_id, transport) from None
+        finally:
+            self._finish(transport, code, started)
