@@ -1,1 +1,4 @@
-"""trainer (see README and shared DESIGN)."""
+"""Trainer: `DDPTrainRunner`, `FSDPTrainRunner` (FSDP2), `VLAMetric`, schedulers and the `vla-train` CLI.
+
+Importing `trainer.runners` registers the runner and metric types with `vla.config.register`.
+"""

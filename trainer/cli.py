@@ -1,10 +1,85 @@
-"""Command line entry point; replaced when its issue lands."""
+"""`vla-train CONFIG WORK_DIR [--resume] [--eval-after-train] [--cfg-options k=v ...]`.
+
+One process per rank (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; `scripts/train.sh` maps the
+MLP_WORKER_* variables onto torchrun). The config's `runner` section names the runner
+(`DDPTrainRunner` or `FSDPTrainRunner`). A config may list `custom_imports =
+dict(imports=['pkg.module'])` (mmengine style) to register types defined outside the project.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="vla-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("config", help="config file (.py as in FluxVLA, or a dumped config.json / config.yaml)")
+    p.add_argument("work_dir", help="output directory: checkpoints, statistics, config, metrics")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    p.add_argument("--eval-after-train", action="store_true",
+                   help="run scripts/eval.sh on the last checkpoint when training ends (rank 0)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. runner.max_epochs=2")
+    return p.parse_args(argv)
+
+
+def _custom_imports(cfg) -> None:
+    spec = cfg.get("custom_imports")
+    if not spec:
+        return
+    modules = spec.get("imports", []) if isinstance(spec, dict) else list(spec)
+    allow_failed = bool(spec.get("allow_failed_imports", False)) if isinstance(spec, dict) else False
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            if not allow_failed:
+                raise
+
+
+def run_eval(config: Path, checkpoint: Path) -> int:
+    cmd = ["bash", str(REPO / "scripts" / "eval.sh"), str(config), str(checkpoint)]
+    print(f"[vla-train] --eval-after-train: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    return subprocess.call(cmd)
 
 
 def main(argv=None) -> int:
-    print("trainer: not implemented yet", file=sys.stderr)
-    return 2
+    args = parse_args(argv)
+    from vla.config import Config, ConfigError, build
+
+    import trainer.runners  # noqa: F401 - registers DDPTrainRunner, FSDPTrainRunner, VLAMetric
+    from trainer.distributed import init_distributed, shutdown
+
+    try:
+        cfg = Config.fromfile(args.config, args.cfg_options)
+        _custom_imports(cfg)
+        if "runner" not in cfg:
+            raise ConfigError(f"{args.config}: no runner section (e.g. runner = dict(type='DDPTrainRunner', ...))")
+    except ConfigError as exc:
+        print(f"vla-train: {exc}", file=sys.stderr)
+        return 2
+    dist_info = init_distributed()
+    try:
+        runner = build(cfg["runner"], source=cfg.filename, path="runner", config=cfg, work_dir=args.work_dir,
+                       resume=args.resume, dist_info=dist_info)
+        result = runner.run()
+    except ConfigError as exc:
+        print(f"vla-train (rank {dist_info.rank}): {exc}", file=sys.stderr)
+        shutdown()
+        return 2
+    shutdown()
+    if dist_info.is_main:
+        print(f"[vla-train] done: step {result['step']}, latest {result['latest']} in {args.work_dir}",
+              file=sys.stderr)
+        if args.eval_after_train:
+            work_dir = Path(args.work_dir)
+            return run_eval(work_dir / "config.json", work_dir / result["latest"])
+    return 0
 
 
 if __name__ == "__main__":

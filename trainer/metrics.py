@@ -1,0 +1,172 @@
+"""`VLAMetric`: per-step training metrics to `metrics.jsonl` (and wandb when available), plus `loss.png`.
+
+Only rank 0 writes. Each line is one optimizer step: step, epoch, loss (the step's mean over
+ranks and accumulation micro-batches), loss_smoothed (mean of the last `window_size` losses), lr,
+grad_norm, samples_per_s, time. On resume, `truncate_after(step)` drops lines a killed run
+wrote past its last checkpoint, so the file ends up with one line per step, none repeated.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from vla.config import atomic_write_text, register
+
+METRICS_FILENAME = "metrics.jsonl"
+TRACKERS = ("jsonl", "wandb")
+
+
+@register
+class VLAMetric:
+    """The seed's metric block. `run_dir`, `wandb_*` and `grad_accumulation_steps` keep their meaning.
+
+    `grad_accumulation_steps` here is informational (the runner derives the real value from
+    `batch_size`) and is recorded in the first line. wandb is used only when it is installed and
+    configured (WANDB_API_KEY or WANDB_MODE set); otherwise one notice line says why not.
+    """
+
+    def __init__(self, active_trackers: Sequence[str] = ("jsonl",), run_dir: str = "work_dirs",
+                 wandb_project: str | None = None, wandb_entity: str | None = None,
+                 grad_accumulation_steps: int = 1, window_size: int = 1, work_dir: str | os.PathLike | None = None,
+                 rank: int = 0, run_name: str | None = None):
+        unknown = [t for t in active_trackers if t not in TRACKERS]
+        if unknown:
+            raise ValueError(f"VLAMetric: unknown trackers {unknown}; valid: {', '.join(TRACKERS)}")
+        if int(window_size) < 1:
+            raise ValueError(f"VLAMetric: window_size must be >= 1, got {window_size}")
+        self.active_trackers = tuple(active_trackers)
+        self.run_dir = run_dir
+        self.wandb_project, self.wandb_entity = wandb_project, wandb_entity
+        self.grad_accumulation_steps = int(grad_accumulation_steps)
+        self.window_size = int(window_size)
+        self.work_dir = Path(work_dir if work_dir is not None else run_dir)
+        self.rank = int(rank)
+        self.run_name = run_name or self.work_dir.name
+        self._window: collections.deque[float] = collections.deque(maxlen=self.window_size)
+        self._file = None
+        self._wandb = None
+
+    @property
+    def path(self) -> Path:
+        return self.work_dir / METRICS_FILENAME
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+    def start(self, config: dict[str, Any] | None = None, resume_step: int | None = None) -> None:
+        if not self.is_writer:
+            return
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            self.truncate_after(resume_step)
+        elif self.path.exists():
+            self.path.unlink()
+        if "jsonl" in self.active_trackers:
+            self._file = open(self.path, "a", encoding="utf-8")
+        if "wandb" in self.active_trackers:
+            self._wandb = self._start_wandb(config)
+
+    def _start_wandb(self, config: dict[str, Any] | None):
+        try:
+            import wandb  # noqa: PLC0415 - optional
+        except ImportError:
+            print("VLAMetric: wandb tracker requested but wandb is not installed; logging to jsonl only",
+                  file=sys.stderr)
+            return None
+        if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
+            print("VLAMetric: wandb tracker requested but not configured (set WANDB_API_KEY or WANDB_MODE); "
+                  "logging to jsonl only", file=sys.stderr)
+            return None
+        return wandb.init(project=self.wandb_project, entity=self.wandb_entity, name=self.run_name,
+                          dir=str(self.work_dir), config=config, resume="allow")
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only complete lines with step <= `step` (rewritten atomically); refill the window."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if int(record.get("step", -1)) <= step:
+                kept.append(record)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        for record in kept[-self.window_size:]:
+            self._window.append(float(record["loss"]))
+
+    def log(self, step: int, epoch: int, loss: float, lr: float, grad_norm: float, samples_per_s: float,
+            **extra: Any) -> dict[str, Any]:
+        self._window.append(float(loss))
+        record = {"step": int(step), "epoch": int(epoch), "loss": float(loss),
+                  "loss_smoothed": sum(self._window) / len(self._window), "lr": float(lr),
+                  "grad_norm": float(grad_norm), "samples_per_s": float(samples_per_s), **extra}
+        if not self.is_writer:
+            return record
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=int(step))
+        return record
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def finish(self) -> Path | None:
+        """Close trackers and draw `loss.png` (raw and smoothed loss over steps). Rank 0 only."""
+        if not self.is_writer:
+            return None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+        return plot_loss(self.records(), self.work_dir / "loss.png")
+
+
+def plot_loss(records: list[dict[str, Any]], path: Path) -> Path | None:
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(steps, [r["loss"] for r in records], lw=0.8, alpha=0.5, label="loss")
+    ax.plot(steps, [r["loss_smoothed"] for r in records], lw=1.5, label="loss (smoothed)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(path.parent.name)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=".loss.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,272 @@
+"""Atomic checkpoints in a work dir: weights-only files, resumable train state, a manifest, `latest`.
+
+Layout (DESIGN §3):
+
+    work_dir/checkpoint_step_12.pt            model state dict only; torch.load(weights_only=True)
+    work_dir/train_state/checkpoint_step_12/  optimizer.pt, trainer.pt (scheduler, counters, sampler
+                                              position), rng_rank{r}.pt, manifest.json (written last)
+    work_dir/latest                           "checkpoint_step_12.pt", rewritten after the manifest
+
+Every file goes to a temp name beside its target, is fsynced and renamed into place. The
+commit order (weights, state files, manifest, `latest`) means a process killed at any point
+leaves `latest` naming the previous complete checkpoint, and `find_resumable` never returns
+a checkpoint whose manifest is missing or whose files do not match it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from vla.config import atomic_write_text
+from vla.config.loader import _fsync_dir
+
+LATEST = "latest"
+TRAIN_STATE_DIR = "train_state"
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+_NAME_RE = re.compile(r"^checkpoint_(epoch|step)_(\d+)\.pt$")
+# Test hook: seconds to pause between writing the weights and committing the manifest, so a
+# test can SIGKILL the real process in the middle of a save. Unset in normal runs.
+_SAVE_PAUSE_ENV = "VLA_CHECKPOINT_TEST_PAUSE_S"
+
+
+def _file_mode() -> int:
+    # mkstemp creates 0600 files; checkpoints are read by other processes (the policy server,
+    # possibly another user in a container), so give them the mode a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or is incomplete; the message names the file."""
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> int:
+    """torch.save to a temp file beside `path`, fsync, rename; returns the size in bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path.stat().st_size
+
+
+def checkpoint_name(*, epoch: int | None = None, step: int | None = None) -> str:
+    if (epoch is None) == (step is None):
+        raise ValueError("name a checkpoint by exactly one of epoch or step")
+    return f"checkpoint_epoch_{epoch}.pt" if epoch is not None else f"checkpoint_step_{step}.pt"
+
+
+def train_state_dir(work_dir: str | os.PathLike, name: str) -> Path:
+    return Path(work_dir) / TRAIN_STATE_DIR / Path(name).stem
+
+
+@dataclass
+class Resumable:
+    """A complete checkpoint: its weights file, its train-state dir and its manifest."""
+
+    weights: Path
+    state_dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.manifest["step"])
+
+
+def save_weights(work_dir: str | os.PathLike, name: str, state_dict: Mapping[str, torch.Tensor]) -> Path:
+    """Write `name` (a weights-only state dict of CPU tensors) into `work_dir`."""
+    path = Path(work_dir) / name
+    atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, path)
+    return path
+
+
+def adapter_name(name: str) -> str:
+    """`checkpoint_epoch_3.pt` -> `adapter_epoch_3.safetensors` (LoRA weights alone, for sharing)."""
+    return Path(name).stem.replace("checkpoint_", "adapter_", 1) + ".safetensors"
+
+
+def save_adapter(work_dir: str | os.PathLike, name: str, state_dict: Mapping[str, torch.Tensor]) -> Path:
+    """Write the LoRA tensors of checkpoint `name` as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(work_dir) / adapter_name(name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, _MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def save_train_state(work_dir: str | os.PathLike, name: str, files: Mapping[str, Any]) -> Path:
+    """Write train-state files (filename -> object) for checkpoint `name`; no manifest yet."""
+    state_dir = train_state_dir(work_dir, name)
+    for filename, obj in files.items():
+        atomic_torch_save(obj, state_dir / filename)
+    return state_dir
+
+
+def commit(work_dir: str | os.PathLike, name: str, *, step: int, epoch: int, extra: Mapping[str, Any] | None = None,
+           keep_train_states: int = 2) -> Path:
+    """Seal checkpoint `name`: write its manifest (sizes of every file), then point `latest` at it.
+
+    Called once every rank has written its files. Older train states beyond `keep_train_states`
+    are removed afterwards (weights files are kept: they are the run's outputs).
+    """
+    work_dir = Path(work_dir)
+    _test_pause(name)
+    weights = work_dir / name
+    state_dir = train_state_dir(work_dir, name)
+    files = {"weights": {"path": name, "bytes": weights.stat().st_size}}
+    for f in sorted(state_dir.iterdir()):
+        if f.is_file() and f.name != MANIFEST and not f.name.startswith("."):
+            files[f.name] = {"path": f"{TRAIN_STATE_DIR}/{state_dir.name}/{f.name}", "bytes": f.stat().st_size}
+    manifest = {"version": MANIFEST_VERSION, "checkpoint": name, "step": int(step), "epoch": int(epoch),
+                "files": files, "time": time.time(), **dict(extra or {})}
+    atomic_write_text(state_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(work_dir / LATEST, name + "\n")
+    _prune_train_states(work_dir, keep=keep_train_states)
+    return weights
+
+
+def _test_pause(name: str) -> None:
+    """`VLA_CHECKPOINT_TEST_PAUSE_S=checkpoint_step_4.pt:30` sleeps 30 s before sealing that checkpoint."""
+    spec = os.environ.get(_SAVE_PAUSE_ENV, "")
+    target, _, seconds = spec.rpartition(":")
+    if spec and target == name:
+        print(f"checkpoint: test pause before commit of {name}", flush=True)
+        time.sleep(float(seconds))
+
+
+def _verify(work_dir: Path, name: str) -> Resumable | None:
+    """The checkpoint `name` if its manifest exists and every file it lists has the listed size."""
+    state_dir = train_state_dir(work_dir, name)
+    try:
+        manifest = json.loads((state_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if manifest.get("checkpoint") != name:
+        return None
+    for entry in manifest.get("files", {}).values():
+        f = work_dir / entry["path"]
+        if not f.is_file() or f.stat().st_size != entry["bytes"]:
+            return None
+    return Resumable(weights=work_dir / name, state_dir=state_dir, manifest=manifest)
+
+
+def read_latest(work_dir: str | os.PathLike) -> str | None:
+    """The checkpoint name `latest` points at (None when there is no `latest`)."""
+    path = Path(work_dir) / LATEST
+    if not path.is_file():
+        return None
+    name = path.read_text(encoding="utf-8").strip()
+    if not _NAME_RE.match(name):
+        raise CheckpointError(f"{path}: does not name a checkpoint file (got {name!r})")
+    return name
+
+
+def find_resumable(work_dir: str | os.PathLike) -> Resumable | None:
+    """The newest complete checkpoint: `latest` if it verifies, else the highest-step verified one."""
+    work_dir = Path(work_dir)
+    name = read_latest(work_dir)
+    if name is not None:
+        found = _verify(work_dir, name)
+        if found is not None:
+            return found
+    candidates = []
+    root = work_dir / TRAIN_STATE_DIR
+    if root.is_dir():
+        for d in root.iterdir():
+            found = _verify(work_dir, d.name + ".pt") if d.is_dir() else None
+            if found is not None:
+                candidates.append(found)
+    return max(candidates, key=lambda r: r.step, default=None)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file from a file path, or a work dir (its `latest`)."""
+    path = Path(path)
+    if path.is_dir():
+        name = read_latest(path)
+        if name is None:
+            raise CheckpointError(f"{path}: no `latest` file; is this a finished work dir?")
+        path = path / name
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    return path
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A weights-only checkpoint as a state dict (never unpickles arbitrary objects)."""
+    path = resolve_checkpoint(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which
+        raise CheckpointError(f"{path}: not a readable weights-only checkpoint: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def load_train_state_file(resumable: Resumable, filename: str) -> Any:
+    path = resumable.state_dir / filename
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing from the train state of {resumable.weights.name}")
+    # Train state holds numpy RNG state and plain Python values next to tensors; it is our own
+    # file, written by the trainer, so full unpickling is acceptable here (never for weights).
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def remove_stale_temp_files(work_dir: str | os.PathLike) -> int:
+    """Delete temp files a killed save left behind (`.name.xxx.tmp`); returns how many."""
+    work_dir = Path(work_dir)
+    removed = 0
+    for directory in [work_dir, *(p for p in (work_dir / TRAIN_STATE_DIR).glob("*") if p.is_dir())]:
+        if not directory.is_dir():
+            continue
+        for f in directory.glob(".*.tmp"):
+            f.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _prune_train_states(work_dir: Path, keep: int) -> None:
+    root = work_dir / TRAIN_STATE_DIR
+    if keep <= 0 or not root.is_dir():
+        return
+    complete = sorted((r for r in (_verify(work_dir, d.name + ".pt") for d in root.iterdir() if d.is_dir()) if r),
+                      key=lambda r: r.step)
+    for old in complete[:-keep]:
+        shutil.rmtree(old.state_dir, ignore_errors=True)
