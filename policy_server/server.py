@@ -79,7 +79,10 @@ class PolicyServer:
         self.service.begin_drain()
         if self.grpc:
             self.grpc.set_serving(False)
+        deadline = time.monotonic() + timeout_s
         clean = self.service.batcher.drain(timeout_s)
+        clean = self.service.wait_idle(max(deadline - time.monotonic(), 0.0)) and clean
+        time.sleep(0.1)   # replies are built; let the transports' threads and loop write them out
         if not clean:
             log.warning("drain deadline of %.1fs passed with %d requests unanswered",
                         timeout_s, self.service.batcher.pending())

@@ -12,6 +12,7 @@ import concurrent.futures
 import hmac
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class PolicyService:
         self._info.setdefault("max_message_bytes", self.config.max_message_bytes)
         self.metrics.set_model(str(self._info.get("model", "")), str(self._info.get("checkpoint", "")))
         self.draining = False
+        self._inflight = 0
+        self._idle = threading.Condition()
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -62,6 +65,22 @@ class PolicyService:
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until every accepted request has its reply built (the drain's last step)."""
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def _enter(self) -> None:
+        with self._idle:
+            self._inflight += 1
+        self.metrics.inflight.inc()
 
     # -- auth ----------------------------------------------------------------------
     @property
@@ -118,6 +137,9 @@ class PolicyService:
         self.metrics.requests.labels(transport=transport, code=code).inc()
         self.metrics.duration.labels(transport=transport).observe(time.monotonic() - started)
         self.metrics.inflight.dec()
+        with self._idle:
+            self._inflight -= 1
+            self._idle.notify_all()
 
     def _internal(self, request_id: str, transport: str) -> PolicyError:
         log.exception("internal error on %s request %s", transport, request_id)
@@ -134,7 +156,7 @@ class PolicyService:
         started = started or time.monotonic()
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
-        self.metrics.inflight.inc()
+        self._enter()
         code = "OK"
         try:
             future = self._submit(obs, request_id, deadline)
@@ -159,7 +181,7 @@ class PolicyService:
         started = started or time.monotonic()
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
-        self.metrics.inflight.inc()
+        self._enter()
         code = "OK"
         try:
             future = self._submit(obs, request_id, deadline)

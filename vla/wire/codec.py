@@ -9,6 +9,7 @@ refuses them too), and so are frames over `max_bytes`.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import msgpack
@@ -55,7 +56,7 @@ def _unpack_hook(obj: dict) -> Any:
             raise PolicyError(ErrorCode.INVALID_ARGUMENT, "malformed ndarray in msgpack-numpy frame")
         if not all(isinstance(d, int) and d >= 0 for d in shape):
             raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"bad ndarray shape {shape!r}")
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        expected = math.prod(shape) * dtype.itemsize   # Python ints: no int64 wrap-around
         if expected != len(data):
             raise PolicyError(ErrorCode.INVALID_ARGUMENT,
                               f"ndarray of shape {tuple(shape)} and dtype {dtype} needs {expected} bytes, got {len(data)}")

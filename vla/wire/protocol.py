@@ -27,6 +27,7 @@ Observation: the simulator's own keys or openpi's LIBERO keys (OBSERVATION_KEYS 
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -101,7 +102,7 @@ def tensor_to_array(tensor: Any, *, key: str = "tensor") -> np.ndarray:
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"{key}: negative dimension in shape {shape}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize   # Python ints: no int64 wrap-around
     if expected != len(tensor.data):
         raise PolicyError(ErrorCode.INVALID_ARGUMENT,
                           f"{key}: shape {shape} and dtype {dtype} need {expected} bytes, got {len(tensor.data)}")
