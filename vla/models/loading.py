@@ -40,9 +40,9 @@ class CheckpointMismatchError(RuntimeError):
 
 @dataclass
 class LoadReport:
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, checkpoint, model)
+    missing: list[str] = field(default_factory=list)  # our names
+    unexpected: list[str] = field(default_factory=list)  # the checkpoint's names
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (our name, checkpoint, model)
     loaded: int = 0
 
     @property
@@ -85,20 +85,25 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     raise ValueError(f"{path}: unsupported checkpoint format {path.suffix!r} (use .safetensors, .pt, .pth or .bin)")
 
 
+def _prefix_pairs(name_mapping: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    # Longest checkpoint prefix first, so 'a.b' wins over 'a' when both are mapped.
+    pairs = ((theirs.rstrip("."), ours.rstrip(".")) for ours, theirs in (name_mapping or {}).items())
+    return sorted(pairs, key=lambda p: len(p[0]), reverse=True)
+
+
+def _rename(key: str, pairs: list[tuple[str, str]]) -> str:
+    for theirs, ours in pairs:
+        if key == theirs or key.startswith(theirs + "."):
+            return ours + key[len(theirs):]
+    return key
+
+
 def remap_state_dict(state_dict: Mapping[str, torch.Tensor],
                      name_mapping: Mapping[str, str] | None) -> dict[str, torch.Tensor]:
-    if not name_mapping:
-        return dict(state_dict)
-    # Longest checkpoint prefix first, so 'a.b' wins over 'a' when both are mapped.
-    pairs = sorted(((theirs.rstrip("."), ours.rstrip(".")) for ours, theirs in name_mapping.items()),
-                   key=lambda p: len(p[0]), reverse=True)
+    pairs = _prefix_pairs(name_mapping)
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        new = key
-        for theirs, ours in pairs:
-            if key == theirs or key.startswith(theirs + "."):
-                new = ours + key[len(theirs):]
-                break
+        new = _rename(key, pairs)
         if new in out:
             raise ValueError(f"name_mapping maps two checkpoint keys onto {new!r} (one is {key!r})")
         out[new] = value
@@ -119,6 +124,8 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torc
     where = str(source) if not isinstance(source, Mapping) else "<state dict>"
     raw = read_state_dict(source) if not isinstance(source, Mapping) else source
     ckpt = remap_state_dict(raw, name_mapping)
+    pairs = _prefix_pairs(name_mapping)
+    origin = {_rename(k, pairs): k for k in raw}  # report unexpected keys under the checkpoint's own names
     own = model.state_dict(keep_vars=True)
     by_canonical = {_canonical(k): k for k in own if not _is_adapter(k)}
     report = LoadReport()
@@ -126,9 +133,9 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torc
     for key, value in ckpt.items():
         target = key if key in own else by_canonical.get(_canonical(key))
         if target is None:
-            report.unexpected.append(key)
+            report.unexpected.append(origin[key])
         elif tuple(own[target].shape) != tuple(value.shape):
-            report.mismatched.append((key, tuple(value.shape), tuple(own[target].shape)))
+            report.mismatched.append((target, tuple(value.shape), tuple(own[target].shape)))
         else:
             to_load[target] = value
     mismatched = {_canonical(k) for k, _, _ in report.mismatched}

@@ -1,0 +1,344 @@
+"""π0 (Black et al., 2024, arXiv:2410.24164): PaliGemma + a Gemma action expert trained by flow matching.
+
+    PI0FlowMatching(vlm_backbone, llm_expert, proj_width, n_action_steps, state_proj, action_in_proj,
+                    action_out_proj, action_time_mlp_in, action_time_mlp_out, freeze_vlm_backbone=False,
+                    freeze_llm_expert=False, use_lora=False, lora_rank=32, lora_dropout=0.0,
+                    lora_target_modules=None, pretrained_name_or_path=None, name_mapping=None, ...)
+      forward(batch, noise=None, time=None) -> {"loss", "mse"}      flow-matching loss on the action chunk
+      sample_actions(batch, num_steps=None, noise=None) -> [B, n_action_steps, action_dim]
+      predict_action(batch) -> sample_actions with `num_inference_steps`
+      load_pretrained() -> LoadReport | None
+
+The two stacks share attention layer by layer: at layer l each stream applies its own norms and q/k/v
+projections, the queries attend over the joint key sequence, and each stream applies its own o_proj and MLP.
+Token blocks: [images + prompt] (bidirectional) | [state] | [noisy actions]; a block sees itself and earlier
+blocks (π0's block-causal mask). Because the prefix never attends to the suffix, its per-layer keys/values
+are computed once in `sample_actions`; the state token's too (it does not see the actions). Each denoising
+step then runs only the action tokens through the expert.
+
+Conventions match openpi and transformers' PI0: time t=1 is noise, x_t = t·ε + (1-t)·a, target u = ε - a,
+Euler steps from t=1 to 0; t ~ Beta(1.5, 1)·0.999 + 0.001 in training; sinusoidal time embedding with
+periods 4e-3..4.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vla.config import build, register
+from vla.models.loading import LoadReport, load_weights
+from vla.models.lora import apply_lora, freeze
+from vla.models.paligemma import GemmaLLMBackbone, PaliGemma  # noqa: F401  (registers both)
+from vla.models.projector import LinearProjector  # noqa: F401  (registers it)
+
+PROJECTOR_NAMES = ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")
+
+
+def sinusoidal_time_embedding(t: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32, device=t.device)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = t.float()[:, None] * (2 * math.pi / period)[None, :]
+    return torch.cat([angle.sin(), angle.cos()], dim=-1)
+
+
+def _rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
+
+    return apply_rotary_pos_emb(q, k, cos, sin)
+
+
+def _normed(module: nn.Module, h: torch.Tensor, cond: torch.Tensor | None):
+    """(normalised h, residual gate or None): plain RMSNorm, or π0.5's adaptive one when `cond` is given."""
+    if cond is None:
+        return module(h), None
+    return module(h, cond)
+
+
+def _residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    return x + y if gate is None else x + y * gate
+
+
+def _qkv(layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    attn = layer.self_attn
+    shape = (*h.shape[:-1], -1, attn.head_dim)
+    q = attn.q_proj(h).view(shape).transpose(1, 2)
+    k = attn.k_proj(h).view(shape).transpose(1, 2)
+    v = attn.v_proj(h).view(shape).transpose(1, 2)
+    q, k = _rope(q, k, cos, sin)
+    return q, k, v
+
+
+def _attend(q, k, v, mask, scale):
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+    return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+
+
+def _mlp_block(layer: nn.Module, h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    x, gate = _normed(layer.post_attention_layernorm, h, cond)
+    return _residual(h, layer.mlp(x), gate)
+
+
+def _as_module(value: Any, name: str) -> nn.Module:
+    return build(value, path=name) if isinstance(value, dict) else value
+
+
+@register
+class PI0FlowMatching(nn.Module):
+    # The expert's per-token conditioning; π0.5 overrides (adaRMS time conditioning).
+    uses_state_token = True
+
+    def __init__(self, vlm_backbone: Any, llm_expert: Any, proj_width: int = 1024, n_action_steps: int = 50,
+                 state_proj: Any = None, action_in_proj: Any = None, action_out_proj: Any = None,
+                 action_time_mlp_in: Any = None, action_time_mlp_out: Any = None,
+                 freeze_vlm_backbone: bool = False, freeze_llm_expert: bool = False,
+                 use_lora: bool = False, lora_rank: int = 32, lora_alpha: float | None = None,
+                 lora_dropout: float = 0.0, lora_target_modules: list[str] | None = None,
+                 pretrained_name_or_path: str | None = None, name_mapping: Mapping[str, str] | None = None,
+                 strict_loading: bool = False, num_inference_steps: int = 10,
+                 min_period: float = 4e-3, max_period: float = 4.0,
+                 time_beta_alpha: float = 1.5, time_beta_beta: float = 1.0):
+        super().__init__()
+        self.vlm_backbone = _as_module(vlm_backbone, "vlm_backbone")
+        self.llm_expert = _as_module(llm_expert, "llm_expert")
+        self.proj_width = int(proj_width)
+        self.chunk_length = self.n_action_steps = int(n_action_steps)
+        self.num_inference_steps = int(num_inference_steps)
+        self.min_period, self.max_period = float(min_period), float(max_period)
+        self.time_beta = (float(time_beta_alpha), float(time_beta_beta))
+        self.pretrained_name_or_path = pretrained_name_or_path
+        self.name_mapping = dict(name_mapping or {})
+        self.strict_loading = bool(strict_loading)
+        self._build_projectors(state_proj=state_proj, action_in_proj=action_in_proj, action_out_proj=action_out_proj,
+                               action_time_mlp_in=action_time_mlp_in, action_time_mlp_out=action_time_mlp_out)
+        self._check_shapes()
+        if freeze_vlm_backbone:
+            freeze(self.vlm_backbone)
+        if freeze_llm_expert:
+            freeze(self.llm_expert)
+        self.use_lora = bool(use_lora)
+        if self.use_lora:
+            trainable = [n for n in self.projector_names()]
+            trainable += [] if freeze_vlm_backbone else ["vlm_backbone"]
+            trainable += [] if freeze_llm_expert else ["llm_expert"]
+            apply_lora(self, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
+                       target_modules=lora_target_modules or [], trainable_modules=trainable)
+
+    # ---------------------------------------------------------------- construction
+    def projector_names(self) -> tuple[str, ...]:
+        return PROJECTOR_NAMES
+
+    def _build_projectors(self, **projectors: Any) -> None:
+        for name in self.projector_names():
+            if projectors.get(name) is None:
+                raise ValueError(f"{type(self).__name__}: `{name}` is required (a LinearProjector config)")
+            setattr(self, name, _as_module(projectors[name], name))
+        self.state_dim = self.state_proj.in_dim if "state_proj" in self.projector_names() else None
+        self.action_dim = self.action_in_proj.in_dim
+
+    def _check_shapes(self) -> None:
+        vlm, exp = self.vlm_backbone.config.text_config, self.llm_expert.config
+        for key in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"):
+            if getattr(vlm, key) != getattr(exp, key):
+                raise ValueError(f"vlm_backbone and llm_expert share attention, so their {key} must match: "
+                                 f"{getattr(vlm, key)} vs {getattr(exp, key)}")
+        if exp.hidden_size != self.proj_width:
+            raise ValueError(f"proj_width={self.proj_width} must equal the llm_expert width {exp.hidden_size}")
+        expect = self._projector_shapes()
+        for name, (i, o) in expect.items():
+            proj = getattr(self, name)
+            if (i is not None and proj.in_dim != i) or proj.out_dim != o:
+                raise ValueError(f"{name}: expected in_dim={i if i is not None else proj.in_dim}, out_dim={o}; "
+                                 f"got in_dim={proj.in_dim}, out_dim={proj.out_dim}")
+        if self.action_out_proj.out_dim != self.action_dim:
+            raise ValueError(f"action_out_proj.out_dim={self.action_out_proj.out_dim} must equal "
+                             f"action_in_proj.in_dim={self.action_dim}")
+
+    def _projector_shapes(self) -> dict[str, tuple[int | None, int]]:
+        w = self.proj_width
+        return {"state_proj": (None, w), "action_in_proj": (None, w), "action_out_proj": (w, self.action_dim),
+                "action_time_mlp_in": (2 * w, w), "action_time_mlp_out": (w, w)}
+
+    def fsdp_units(self) -> list[nn.Module]:
+        """Modules FSDP may shard on their own: ones whose forward runs as a call. The shared-attention
+        loop calls each decoder layer's parts rather than the layer, so a layer's MLP is the unit there
+        (most of its weights); attention weights and norms stay with the root."""
+        vlm, exp = self._stacks()
+        return [self.vlm_backbone.vlm.model.vision_tower] + [layer.mlp for layer in (*vlm.layers, *exp.layers)]
+
+    def load_pretrained(self) -> LoadReport | None:
+        if not self.pretrained_name_or_path:
+            return None
+        return load_weights(self, self.pretrained_name_or_path, self.name_mapping, strict=self.strict_loading)
+
+    # ---------------------------------------------------------------- embeddings
+    def _lang_tokens(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["lang_tokens"], batch["lang_masks"].bool()
+
+    def embed_prefix(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[images of every camera, prompt] embeddings [B, P, width] and their validity [B, P]."""
+        images = batch["images"]
+        if images.ndim != 5:
+            raise ValueError(f"batch['images'] must be [B, cameras, 3, H, W], got {tuple(images.shape)}")
+        b, n = images.shape[:2]
+        dtype = self.vlm_backbone.vlm.model.multi_modal_projector.linear.weight.dtype
+        feats = self.vlm_backbone.embed_images(images.flatten(0, 1).to(dtype))
+        tokens = feats.shape[1]
+        feats = feats.reshape(b, n * tokens, feats.shape[-1])
+        img_masks = batch.get("img_masks")
+        img_masks = torch.ones(b, n, dtype=torch.bool, device=images.device) if img_masks is None else img_masks.bool()
+        img_valid = img_masks[:, :, None].expand(b, n, tokens).reshape(b, n * tokens)
+        ids, lang_valid = self._lang_tokens(batch)
+        lang = self.vlm_backbone.embed_tokens(ids).to(feats.dtype)
+        return torch.cat([feats, lang], dim=1), torch.cat([img_valid, lang_valid], dim=1)
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        return sinusoidal_time_embedding(t, self.proj_width, self.min_period, self.max_period)
+
+    def embed_actions(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Action tokens [B, C, width] and the expert's norm conditioning (None for π0)."""
+        a = self.action_in_proj(x_t)
+        te = self.time_embedding(t).to(a.dtype)[:, None, :].expand_as(a)
+        return self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([a, te], dim=-1)))), None
+
+    def embed_state(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.state_proj(batch["states"].to(self.state_proj.projector.weight.dtype))[:, None, :]
+
+    # ---------------------------------------------------------------- transformer passes
+    def _stacks(self):
+        return self.vlm_backbone.language_model, self.llm_expert.language_model
+
+    def _rotary(self, h: torch.Tensor, positions: torch.Tensor):
+        return self.vlm_backbone.language_model.rotary_emb(h, positions)
+
+    def _joint_forward(self, prefix, prefix_valid, suffix, suffix_blocks, cond):
+        """Training pass over [prefix, suffix]; returns the expert's normalised suffix output."""
+        vlm, exp = self._stacks()
+        b, p, s = prefix.shape[0], prefix.shape[1], suffix.shape[1]
+        pos = torch.cat([prefix_valid.long(), torch.ones(b, s, dtype=torch.long, device=prefix.device)], 1).cumsum(1) - 1
+        blocks = torch.cat([torch.zeros(p, dtype=torch.long, device=prefix.device), suffix_blocks.to(prefix.device)])
+        key_valid = torch.cat([prefix_valid, torch.ones(b, s, dtype=torch.bool, device=prefix.device)], 1)
+        mask = (blocks[None, :, None] >= blocks[None, None, :]) & key_valid[:, None, :]
+        mask = mask[:, None]
+        cos, sin = self._rotary(prefix, pos)
+        cp, sp, cs, ss = cos[:, :p], sin[:, :p], cos[:, p:], sin[:, p:]
+        scale = vlm.layers[0].self_attn.scaling
+        for lv, le in zip(vlm.layers, exp.layers):
+            xp, _ = _normed(lv.input_layernorm, prefix, None)
+            xs, gate = _normed(le.input_layernorm, suffix, cond)
+            qp, kp, vp = _qkv(lv, xp, cp, sp)
+            qs, ks, vs = _qkv(le, xs, cs, ss)
+            out = _attend(torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2), mask, scale)
+            prefix = _mlp_block(lv, prefix + lv.self_attn.o_proj(out[:, :p]), None)
+            suffix = _mlp_block(le, _residual(suffix, le.self_attn.o_proj(out[:, p:]), gate), cond)
+        return _normed(exp.norm, suffix, cond)[0]
+
+    def _prefix_cache(self, prefix, prefix_valid, extra: int):
+        """Per-layer key/value buffers [B, kv_heads, P + extra, head_dim] with the prefix filled in."""
+        vlm, _ = self._stacks()
+        b, p = prefix.shape[:2]
+        pos = prefix_valid.long().cumsum(1) - 1
+        mask = prefix_valid[:, None, None, :]
+        cos, sin = self._rotary(prefix, pos)
+        scale = vlm.layers[0].self_attn.scaling
+        caches = []
+        last = len(vlm.layers) - 1
+        for i, layer in enumerate(vlm.layers):
+            x = layer.input_layernorm(prefix)
+            q, k, v = _qkv(layer, x, cos, sin)
+            kbuf = k.new_empty(b, k.shape[1], p + extra, k.shape[3])
+            vbuf = torch.empty_like(kbuf)
+            kbuf[:, :, :p], vbuf[:, :, :p] = k, v
+            caches.append((kbuf, vbuf))
+            if i < last:  # the last layer's output is never read: only its keys/values are
+                prefix = _mlp_block(layer, prefix + layer.self_attn.o_proj(_attend(q, k, v, mask, scale)), None)
+        return caches
+
+    def _suffix_with_cache(self, h, caches, offset, mask, cos, sin, cond):
+        """Expert layers for tokens at cache slots [offset, offset + S), attending every slot before them."""
+        _, exp = self._stacks()
+        end = offset + h.shape[1]
+        scale = exp.layers[0].self_attn.scaling
+        sub_mask = None if mask is None else mask[..., :end]
+        for layer, (kbuf, vbuf) in zip(exp.layers, caches):
+            x, gate = _normed(layer.input_layernorm, h, cond)
+            q, k, v = _qkv(layer, x, cos, sin)
+            kbuf[:, :, offset:end], vbuf[:, :, offset:end] = k, v
+            out = _attend(q, kbuf[:, :, :end], vbuf[:, :, :end], sub_mask, scale)
+            h = _mlp_block(layer, _residual(h, layer.self_attn.o_proj(out), gate), cond)
+        return _normed(exp.norm, h, cond)[0]
+
+    # ---------------------------------------------------------------- public API
+    def _suffix_prefix_tokens(self, batch) -> list[torch.Tensor]:
+        """Suffix tokens that come before the actions (π0: the state token)."""
+        return [self.embed_state(batch)]
+
+    def velocity(self, batch, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        prefix, valid = self.embed_prefix(batch)
+        actions, cond = self.embed_actions(x_t, t)
+        head = self._suffix_prefix_tokens(batch)
+        suffix = torch.cat(head + [actions], dim=1)
+        # Block ids: each leading suffix token its own block, then one block for all actions.
+        blocks = torch.cat([torch.arange(1, len(head) + 1), torch.full((actions.shape[1],), len(head) + 1)])
+        out = self._joint_forward(prefix, valid, suffix.to(prefix.dtype), blocks, cond)
+        return self.action_out_proj(out[:, -self.chunk_length:])
+
+    def sample_time(self, batch_size: int, device) -> torch.Tensor:
+        beta = torch.distributions.Beta(torch.tensor(self.time_beta[0]), torch.tensor(self.time_beta[1]))
+        return (beta.sample((batch_size,)) * 0.999 + 0.001).to(device)
+
+    def forward(self, batch: Mapping[str, torch.Tensor], noise: torch.Tensor | None = None,
+                time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        actions = batch["actions"]
+        if actions.ndim != 3 or actions.shape[1] != self.chunk_length or actions.shape[2] < self.action_dim:
+            raise ValueError(f"batch['actions'] must be [B, {self.chunk_length}, >={self.action_dim}], "
+                             f"got {tuple(actions.shape)}")
+        actions = actions[..., :self.action_dim].float()
+        noise = torch.randn_like(actions) if noise is None else noise
+        t = self.sample_time(actions.shape[0], actions.device) if time is None else time
+        x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
+        v = self.velocity(batch, x_t, t).float()
+        err = (v - (noise - actions)) ** 2
+        mask = batch.get("action_masks")
+        if mask is None:
+            loss = err.mean()
+        else:
+            m = mask[..., :self.action_dim].to(err.dtype)
+            loss = (err * m).sum() / m.sum().clamp(min=1.0)
+        return {"loss": loss, "mse": err.mean().detach()}
+
+    @torch.no_grad()
+    def sample_actions(self, batch: Mapping[str, torch.Tensor], num_steps: int | None = None,
+                       noise: torch.Tensor | None = None) -> torch.Tensor:
+        steps = int(num_steps or self.num_inference_steps)
+        prefix, valid = self.embed_prefix(batch)
+        b, p = valid.shape
+        c = self.chunk_length
+        head = self._suffix_prefix_tokens(batch)
+        n_head = sum(h.shape[1] for h in head)
+        caches = self._prefix_cache(prefix, valid, n_head + c)
+        key_valid = torch.cat([valid, valid.new_ones(b, n_head + c)], 1)
+        mask = None if bool(key_valid.all()) else key_valid[:, None, None, :]
+        start = valid.long().sum(1, keepdim=True)  # suffix positions continue after the valid prefix tokens
+        offset = p
+        for h in head:  # state token(s): they never see the actions, so they are computed once
+            pos = start + (offset - p) + torch.arange(h.shape[1], device=h.device)
+            cos, sin = self._rotary(h, pos)
+            self._suffix_with_cache(h.to(prefix.dtype), caches, offset, mask, cos, sin, None)
+            offset += h.shape[1]
+        pos = start + n_head + torch.arange(c, device=prefix.device)
+        cos, sin = self._rotary(prefix, pos)
+        x = torch.randn(b, c, self.action_dim, device=prefix.device) if noise is None else noise.float()
+        dt = -1.0 / steps
+        for i in range(steps):
+            t = torch.full((b,), 1.0 + i * dt, dtype=torch.float32, device=prefix.device)
+            tokens, cond = self.embed_actions(x.to(prefix.dtype), t)
+            out = self._suffix_with_cache(tokens, caches, offset, mask, cos, sin, cond)
+            x = x + dt * self.action_out_proj(out).float()
+        return x
+
+    def predict_action(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.sample_actions(batch)
