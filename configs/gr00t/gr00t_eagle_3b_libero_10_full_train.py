@@ -1,0 +1,171 @@
+# GR00T-N1.5-3B full fine-tune on LIBERO-10, as in the seed guide (FluxVLA's LIBERO page).
+# Additions to the seed text, each needed by the released model:
+#   - ProcessPromptsWithImage.tokens_per_image=256: GR00T-N1.5's Eagle has no pixel shuffle, so a
+#     224x224 image at patch 14 gives 16x16 = 256 vision tokens (the placeholders the prompt must hold).
+# The FlowMatchingHead's DiT/adapter sizes default to the GR00T-N1.5-3B release (16 DiT blocks,
+# 32 heads x 48; 4-block VL self-attention); `num_layers` / `num_heads` are kept as the seed writes them.
+
+model = dict(
+    type='LlavaVLA',
+    pretrained_name_or_path='/path/to/models/GR00T-N1.5-3B',
+    vlm_backbone=dict(
+        type='EagleBackbone',
+        vlm_path='FluxVLA/models/third_party_models/eagle2_hg_model'),
+    vla_head=dict(
+        type='FlowMatchingHead',
+        state_dim=8,
+        hidden_size=1024,
+        input_embedding_dim=1536,
+        num_layers=1,
+        num_heads=4,
+        num_inference_timesteps=4,
+        traj_length=10,
+        action_dim=7),
+    freeze_vlm_backbone=False,
+    name_mapping={
+        'vlm_backbone.vlm': 'backbone.eagle_model',
+        'vla_head': 'action_head'
+    },
+    freeze_projector=False)
+
+train_dataloader = dict(
+    batch_size=128,
+    per_device_batch_size=8,
+    per_device_num_workers=4,
+    dataset=dict(
+        type='DistributedRepeatingDataset',
+        name_mappings={
+            'observation.state': ['proprio'],
+            'action': ['action']
+        },
+        statistic_keys=['observation.state', 'timestamp', 'action'],
+        statistic_name='libero_10_no_noops',
+        datasets=dict(
+            type='ParquetDataset',
+            data_root_path='/path/to/data/LIBERO_lerobot/libero_10_no_noops_1.0.0_lerobot',
+            transforms=[
+                dict(
+                    type='ProcessParquetInputs',
+                    embodiment_id=31,
+                    parquet_keys=[
+                        'observation.state', 'timestamp', 'actions', 'info',
+                        'stats', 'action_masks'
+                    ],
+                    video_keys=[
+                        'observation.images.image',
+                        'observation.images.wrist_image',
+                    ],
+                    name_mappings={
+                        'observation.state': ['states'],
+                        'actions': ['actions']
+                    }),
+                dict(type='ParquetPrompter'),
+                dict(
+                    type='ProcessPromptsWithImage',
+                    max_len=600,
+                    num_images=2,
+                    tokens_per_image=256,
+                    tokenizer=dict(
+                        type='PretrainedTokenizer',
+                        model_path='/path/to/models/eagle2_hg_model',
+                    )),
+                dict(type='ResizeImages', height=224, width=224),
+                dict(
+                    type='NormalizeImages',
+                    means=[[123.515625, 116.04492188, 103.59375],
+                       [123.515625, 116.04492188, 103.59375]],
+                    stds=[[58.27148438, 57.02636719, 57.27539062],
+                      [58.27148438, 57.02636719, 57.27539062]]),
+                dict(
+                    type='NormalizeStatesAndActions',
+                    action_dim=14,
+                    state_key='proprio',
+                    action_key='action',
+                    use_quantiles=False)
+            ],
+            action_window_size=10,
+            action_key='action',
+            use_delta=False,
+            statistic_name='libero_10_no_noops',
+            window_start_idx=0)))
+
+runner = dict(
+    type='FSDPTrainRunner',
+    max_epochs=24,
+    learning_rate=2e-5,
+    weight_decay=0.0,
+    max_grad_norm=1.0,
+    sampler=None,
+    tokenizer=dict(
+        type='PretrainedTokenizer',
+        model_path='/path/to/models/eagle2_hg_model',
+    ),
+    collator=dict(
+        type='DictCollator',
+        keys=[
+            'states', 'observation.eepose', 'timestamp', 'images', 'img_masks',
+            'lang_tokens', 'lang_masks', 'actions', 'action_masks',
+            'embodiment_ids'
+        ],
+        meta_keys=['task_description', 'prompt', 'info', 'stats']),
+    metric=dict(
+        type='VLAMetric',
+        active_trackers=('jsonl', 'wandb'),
+        run_dir='work_dirs',
+        wandb_project='FluxVLA',
+        wandb_entity='limx',
+        grad_accumulation_steps=1,
+        window_size=1),
+    lr_scheduler_type='constant',
+    warmup_ratio=0.0,
+    enable_gradient_checkpointing=True,
+    enable_mixed_precision_training=True,
+    mixed_precision_dtype='bf16',
+    sharding_strategy='full-shard',
+    change_key_name=False)
+
+eval = dict(
+    type='LiberoEvalRunner',
+    task_suite_name='libero_10',
+    model_family='pi0',
+    eval_chunk_size=10,
+    resize_size=224,
+    num_trials_per_task=50,
+    num_steps_wait=10,
+    seed=7,
+    dataset=dict(
+        type='LiberoParquetEvalDataset',
+        transforms=[
+            dict(
+                type='ProcessLiberoEvalInputs',
+                embodiment_id=31,
+                img_keys=['agentview_image', 'robot0_eye_in_hand_image']),
+            dict(
+                type='TransformImage',
+                image_resize_strategy='resize-naive',
+                input_sizes=[[3, 224, 224], [3, 224, 224]],
+                means=[[123.515625, 116.04492188, 103.59375],
+                       [123.515625, 116.04492188, 103.59375]],
+                stds=[[58.27148438, 57.02636719, 57.27539062],
+                      [58.27148438, 57.02636719, 57.27539062]]),
+            dict(
+                type='ProcessPromptsWithImage',
+                max_len=600,
+                num_images=2,
+                tokens_per_image=256,
+                tokenizer=dict(
+                    type='PretrainedTokenizer',
+                    model_path='/path/to/models/eagle2_hg_model',
+                )),
+            dict(
+                type='LiberoProprioFromInputs',
+                use_quantiles=False,
+                pos_key='robot0_eef_pos',
+                quat_key='robot0_eef_quat',
+                gripper_key='robot0_gripper_qpos',
+                out_key='states'),
+        ]),
+    denormalize_action=dict(
+        type='DenormalizeLiberoAction',
+        use_quantiles=False,
+    ))

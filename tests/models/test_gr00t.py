@@ -1,0 +1,342 @@
+"""GR00T-N1.5 (`LlavaVLA` + `EagleBackbone` + `FlowMatchingHead`): real-size build and parameter count,
+release checkpoint names through the seed's name_mapping, overfitting with and without LoRA, sampling."""
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+import torch
+
+from vla.config import Config, build
+from vla.models.gr00t import EagleBackbone, FlowMatchingHead, LlavaVLA
+from vla.models.gr00t.eagle import pixel_shuffle
+from vla.models.loading import CheckpointMismatchError
+from vla.models.lora import trainable_names
+
+from ..conftest import REPO
+from .gr00t_release import ReleaseDims, release_shapes, release_tensors
+
+REAL = REPO / "configs/gr00t/gr00t_eagle_3b_libero_10_full_train.py"
+TINY = REPO / "configs/gr00t/gr00t_eagle_3b_libero_10_full_train_tiny.py"
+TINY_IMAGE_TOKEN, TOKENS_PER_IMAGE, NCAM = 4, 4, 2
+# The synthetic release checkpoint at the tiny config's widths; state/action stay zero-padded wider
+# than the model's 8/7 as in the release (64/32).
+TINY_RELEASE = ReleaseDims(vit_width=32, vit_mlp=64, vit_layers=2, patch=8, image=32, projector_in=128,
+                           llm_width=64, llm_mlp=128, llm_layers=2, llm_heads=2, llm_kv_heads=1, llm_head_dim=32,
+                           vocab=512, max_state_dim=16, max_action_dim=12, hidden_size=32, input_embedding_dim=64,
+                           dit_layers=2, vl_layers=1, vl_width=64, future_tokens=4, max_seq_len=16)
+
+
+def tiny_model_cfg(**overrides) -> dict:
+    cfg = copy.deepcopy(Config.fromfile(TINY).model)
+    cfg.update(overrides)
+    return cfg
+
+
+def make_batch(b: int = 2, length: int = 24, seed: int = 0, pad: tuple[int, ...] = ()) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(5, 439, (b, length), generator=g)
+    tokens[:, 0] = 1
+    tokens[:, 1:1 + NCAM * TOKENS_PER_IMAGE] = TINY_IMAGE_TOKEN
+    masks = torch.ones(b, length, dtype=torch.bool)
+    for i, n in enumerate(pad):  # right padding, as the tokenizer pads
+        masks[i, length - n:] = False
+        tokens[i, length - n:] = 0
+    actions = torch.zeros(b, 10, 14)
+    actions[..., :7] = torch.randn(b, 10, 7, generator=g)
+    action_masks = torch.zeros(b, 10, 14, dtype=torch.bool)
+    action_masks[..., :7] = True
+    return dict(images=torch.randn(b, NCAM, 3, 32, 32, generator=g), img_masks=torch.ones(b, NCAM, dtype=torch.bool),
+                lang_tokens=tokens, lang_masks=masks, states=torch.randn(b, 8, generator=g), actions=actions,
+                action_masks=action_masks, embodiment_ids=torch.full((b,), 31))
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---- real size ----------------------------------------------------------------------------------------------
+
+def test_real_config_builds_on_meta_with_the_published_size():
+    """Published size: nvidia/GR00T-N1.5-3B on Hugging Face, safetensors metadata "2.72B params" (model card
+    https://huggingface.co/nvidia/GR00T-N1.5-3B; "GR00T-N1.5-3B (2.7B parameters)" also in
+    https://huggingface.co/Pushpakcc/gr00t-so100_dualcam-finetuned). The release pads state to 64 and
+    actions to 32 and stores two modules GR00T never runs (Qwen3's LM head and SigLIP's pooling head),
+    which we do not build; counting those back must give the published size."""
+    cfg = Config.fromfile(REAL)
+    with torch.device("meta"):
+        model = build(cfg.model)
+        release_head = build({**cfg.model["vla_head"], "state_dim": 64, "action_dim": 32})
+    ours = count(model)
+    d = ReleaseDims()
+    shapes = release_shapes(d)
+    unused = sum(torch.Size(s).numel() for k, s in shapes.items()
+                 if k.endswith("lm_head.weight") or ".vision_model.head." in k)
+    release_total = ours - count(model.vla_head) + count(release_head) + unused
+    print(f"GR00T-N1.5 (seed config, state 8 / action 7): {ours:,} parameters; "
+          f"release layout: {release_total:,} (published 2.72B)")
+    assert abs(release_total - 2.72e9) / 2.72e9 < 0.005
+    # ... and the same count the release's own tensor list gives.
+    assert release_total == sum(torch.Size(s).numel() for s in shapes.values())
+    assert (model.action_dim, model.state_dim, model.chunk_length) == (7, 8, 10)
+    assert model.vlm_backbone.tokens_per_image == 256  # 224/14 squared, no pixel shuffle
+    assert len(model.vlm_backbone.vlm.language_model.model.layers) == 12  # select_layer of 28
+    assert len(model.vla_head.model.transformer_blocks) == 16
+
+
+def test_release_checkpoint_names_and_full_shapes_fit_the_real_model():
+    """Every tensor of the released layout, at full size, maps onto the real-size model (meta) by the seed's
+    name_mapping with zero missing keys and no shape mismatch."""
+    cfg = Config.fromfile(REAL)
+    with torch.device("meta"):
+        model = build({**cfg.model, "strict_mapping": True})
+    state = release_tensors(ReleaseDims(), device="meta")
+    report = _load_state(model, state)
+    assert report.ok, report.summary()
+    assert report.loaded == len(model.state_dict())
+
+
+def _load_state(model: LlavaVLA, state: dict, tmp_path=None):
+    """load_pretrained() on an in-memory checkpoint (meta tensors cannot be written to a file)."""
+    import vla.models.gr00t.llava_vla as llava
+
+    original = llava.read_pretrained
+    llava.read_pretrained = lambda _path: dict(state)
+    try:
+        model.pretrained_name_or_path = "<in-memory release layout>"
+        return model.load_pretrained()
+    finally:
+        llava.read_pretrained = original
+
+
+# ---- checkpoint loading ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def release_dir(tmp_path_factory):
+    """A sharded HF-style checkpoint directory (index + 2 shards) with the release's key names, tiny shapes."""
+    import json
+
+    from safetensors.torch import save_file
+
+    state = release_tensors(TINY_RELEASE, seed=3)
+    root = tmp_path_factory.mktemp("GR00T-N1.5-tiny")
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for file, keys in shards.items():
+        save_file({k: state[k].contiguous() for k in keys}, str(root / file))
+        weight_map.update({k: file for k in keys})
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return root, state
+
+
+def test_release_key_names_load_through_the_seed_name_mapping(release_dir):
+    root, state = release_dir
+    model = build(tiny_model_cfg(pretrained_name_or_path=str(root), strict_mapping=True))
+    report = model.load_pretrained()
+    assert report.missing == [] and report.mismatched == [] and report.unexpected == []
+    assert report.loaded == len(model.state_dict())
+    own = model.state_dict()
+    torch.testing.assert_close(own["vlm_backbone.vlm.language_model.model.layers.1.self_attn.o_proj.weight"],
+                               state["backbone.eagle_model.language_model.model.layers.1.self_attn.o_proj.weight"])
+    torch.testing.assert_close(own["vla_head.model.transformer_blocks.0.attn1.to_out.0.weight"],
+                               state["action_head.model.transformer_blocks.0.attn1.to_out.0.weight"])
+    torch.testing.assert_close(own["vlm_backbone.vlm.vision_model.vision_model.encoder.layers.1.mlp.fc2.bias"],
+                               state["backbone.eagle_model.vision_model.vision_model.encoder.layers.1.mlp.fc2.bias"])
+
+
+def test_padded_state_and_action_weights_are_sliced_exactly(release_dir):
+    """The release reads zero-padded states/actions; slicing its category weights to our widths must give the
+    same numbers as running the padded weights on padded inputs."""
+    root, state = release_dir
+    model = build(tiny_model_cfg(pretrained_name_or_path=str(root)))
+    model.load_pretrained()
+    head, ids = model.vla_head, torch.tensor([31, 3])
+    x = torch.randn(2, 1, 8)
+    w, b = state["action_head.state_encoder.layer1.W"], state["action_head.state_encoder.layer1.b"]
+    padded = torch.nn.functional.pad(x, (0, w.shape[1] - 8))
+    torch.testing.assert_close(head.state_encoder.layer1(x, ids), torch.bmm(padded, w[ids]) + b[ids][:, None])
+    hidden = torch.randn(2, 5, 32)
+    w2, b2 = state["action_head.action_decoder.layer2.W"], state["action_head.action_decoder.layer2.b"]
+    full = torch.bmm(hidden, w2[ids]) + b2[ids][:, None]
+    torch.testing.assert_close(head.action_decoder.layer2(hidden, ids), full[..., :7])
+
+
+def test_missing_release_tensor_is_reported_and_strict_mode_refuses(tmp_path, release_dir):
+    from safetensors.torch import save_file
+
+    _, state = release_dir
+    partial = {k: v for k, v in state.items() if not k.startswith("action_head.future_tokens")}
+    save_file(partial, str(tmp_path / "model.safetensors"))
+    report = build(tiny_model_cfg(pretrained_name_or_path=str(tmp_path))).load_pretrained()
+    assert report.missing == ["vla_head.future_tokens.weight"]
+    with pytest.raises(CheckpointMismatchError, match="future_tokens"):
+        build(tiny_model_cfg(pretrained_name_or_path=str(tmp_path), strict_mapping=True)).load_pretrained()
+
+
+def test_load_pretrained_is_a_no_op_when_unset():
+    assert build(tiny_model_cfg()).load_pretrained() is None
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+
+def _fixed_flow(batch: dict, seed: int = 1) -> dict:
+    """Pin noise and flow time so the loss is a deterministic function of the weights."""
+    g = torch.Generator().manual_seed(seed)
+    b = batch["states"].shape[0]
+    return {**batch, "noise": torch.randn(b, 10, 7, generator=g), "time": torch.rand(b, generator=g)}
+
+
+def _train(model: LlavaVLA, batch: dict, steps: int, lr: float) -> list[float]:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_full_training_overfits_a_fixed_batch():
+    torch.manual_seed(0)
+    model = build(tiny_model_cfg())
+    losses = _train(model, _fixed_flow(make_batch()), steps=40, lr=2e-3)
+    print(f"full fine-tune loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_lora_trains_only_adapters_and_projectors_and_overfits():
+    torch.manual_seed(0)
+    model = build(tiny_model_cfg(use_lora=True, lora_rank=8))
+    names = trainable_names(model)
+    projectors = model.projector_prefixes()
+    assert projectors == ("vlm_backbone.vlm.mlp1", "vla_head.state_encoder", "vla_head.action_encoder",
+                          "vla_head.action_decoder", "vla_head.position_embedding")
+    adapters = [n for n in names if ".lora_" in n]
+    others = [n for n in names if ".lora_" not in n]
+    assert adapters and all(any(n.startswith(p + ".") for p in projectors) for n in others), others
+    assert {n.split(".")[0] + "." + n.split(".")[1] for n in others} >= {"vla_head.state_encoder"}
+    # adapters sit on SigLIP, Qwen3 and DiT attention alike
+    assert any(".self_attn.out_proj.lora_A" in n for n in adapters)
+    assert any(".self_attn.o_proj.lora_A" in n for n in adapters)
+    assert any(".attn1.to_out.0.lora_A" in n for n in adapters)
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    losses = _train(model, _fixed_flow(make_batch()), steps=40, lr=1e-2)
+    print(f"LoRA loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    assert losses[-1] < 0.5 * losses[0]
+    for n, p in model.named_parameters():
+        if n in frozen_before:
+            assert torch.equal(p, frozen_before[n]), f"frozen {n} changed"
+
+
+def test_lora_with_frozen_projectors_trains_adapters_only():
+    model = build(tiny_model_cfg(use_lora=True, lora_rank=4, freeze_projector=True))
+    assert all(".lora_" in n for n in trainable_names(model))
+
+
+def test_freeze_flags_without_lora():
+    model = build(tiny_model_cfg(freeze_vlm_backbone=True, freeze_projector=True))
+    names = trainable_names(model)
+    assert not any(n.startswith("vlm_backbone.") for n in names)
+    assert not any(n.startswith(("vla_head.state_encoder", "vla_head.action_encoder", "vla_head.action_decoder"))
+                   for n in names)
+    assert any(n.startswith("vla_head.model.") for n in names)  # the DiT still trains
+
+
+def test_tiny_train_step_is_fast_on_cpu():
+    torch.manual_seed(0)
+    model = build(tiny_model_cfg())
+    batch = make_batch(b=2)
+    _train(model, batch, steps=2, lr=1e-3)  # warm-up
+    start = time.perf_counter()
+    _train(model, batch, steps=5, lr=1e-3)
+    per_step = (time.perf_counter() - start) / 5
+    print(f"tiny GR00T train step at batch 2: {per_step * 1000:.1f} ms")
+    assert per_step < 1.0
+
+
+# ---- sampling ---------------------------------------------------------------------------------------------
+
+def test_predict_action_shape_and_determinism_with_fixed_noise():
+    torch.manual_seed(0)
+    model = build(tiny_model_cfg()).eval()
+    batch = make_batch(b=3)
+    noise = torch.randn(3, 10, 7)
+    a = model.predict_action(batch, noise=noise)
+    assert a.shape == (3, model.chunk_length, model.action_dim) == (3, 10, 7)
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(model.predict_action(batch, noise=noise.clone()), a, rtol=0, atol=0)
+    assert not torch.allclose(model.predict_action(batch, noise=torch.randn(3, 10, 7)), a)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    torch.testing.assert_close(model.predict_action(batch, generator=g1), model.predict_action(batch, generator=g2))
+
+
+def test_prediction_does_not_depend_on_batch_padding():
+    torch.manual_seed(0)
+    model = build(tiny_model_cfg()).eval()
+    short = make_batch(b=1, length=20, seed=4)
+    long = {k: v.clone() for k, v in short.items()}
+    long["lang_tokens"] = torch.nn.functional.pad(short["lang_tokens"], (0, 9))
+    long["lang_masks"] = torch.nn.functional.pad(short["lang_masks"], (0, 9), value=False)
+    noise = torch.randn(1, 10, 7)
+    torch.testing.assert_close(model.predict_action(long, noise=noise), model.predict_action(short, noise=noise),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_absent_camera_tokens_are_masked_from_the_head():
+    model = build(tiny_model_cfg()).eval()
+    batch = make_batch(b=1)
+    batch["img_masks"] = torch.tensor([[True, False]])
+    _, mask = model.vlm_backbone(batch["images"], batch["lang_tokens"], batch["lang_masks"], batch["img_masks"])
+    image_slots = batch["lang_tokens"][0] == TINY_IMAGE_TOKEN
+    assert mask[0][image_slots].tolist() == [True] * TOKENS_PER_IMAGE + [False] * TOKENS_PER_IMAGE
+    assert mask[0][~image_slots].all()
+
+
+# ---- building blocks and bad input ------------------------------------------------------------------------
+
+def test_pixel_shuffle_groups_each_2x2_neighbourhood_into_channels():
+    x = torch.randn(2, 4, 6, 3)  # [N, W, H, C]
+    out = pixel_shuffle(x, 0.5)
+    # Eagle/InternVL order: out[n, i, j] = concat over (di, dj) of x[n, 2i + di, 2j + dj]
+    expect = x.reshape(2, 2, 2, 3, 2, 3).permute(0, 1, 3, 2, 4, 5).reshape(2, 2, 3, 12)
+    torch.testing.assert_close(out, expect)
+
+
+def test_head_rejects_inconsistent_widths():
+    with pytest.raises(ValueError, match="input_embedding_dim"):
+        FlowMatchingHead(state_dim=8, hidden_size=32, input_embedding_dim=48, action_dim=7, num_inference_timesteps=2,
+                         traj_length=4, diffusion_model_cfg=dict(num_attention_heads=4, attention_head_dim=16,
+                                                                 output_dim=32))
+
+
+def test_wrong_number_of_image_tokens_names_the_fix():
+    model = build(tiny_model_cfg())
+    batch = make_batch()
+    batch["lang_tokens"][:, 1] = 7  # one placeholder fewer
+    with pytest.raises(ValueError, match="tokens_per_image"):
+        model(batch)
+
+
+def test_valid_action_dims_past_action_dim_are_refused():
+    model = build(tiny_model_cfg())
+    batch = make_batch()
+    batch["action_masks"][..., 9] = True
+    with pytest.raises(ValueError, match="action_dim=7"):
+        model(batch)
+
+
+def test_bad_embodiment_id_is_refused():
+    model = build(tiny_model_cfg())
+    batch = make_batch()
+    batch["embodiment_ids"] = torch.tensor([31, 32])
+    with pytest.raises(ValueError, match="embodiment_ids"):
+        model(batch)
+
+
+def test_unknown_vlm_path_is_an_error():
+    with pytest.raises(FileNotFoundError, match="vlm_path"):
+        EagleBackbone(vlm_path="/nonexistent/eagle")
