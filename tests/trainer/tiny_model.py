@@ -2,6 +2,8 @@
 registered for the trainer tests until the real tiny models land. Cheap on 2 CPU cores."""
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,10 +23,12 @@ class TrainerTestPolicy(nn.Module):
 
     def __init__(self, state_dim: int = 8, action_dim: int = 14, chunk_length: int = 10, vocab_size: int = 512,
                  hidden: int = 32, num_blocks: int = 2, noise: bool = False, freeze_embedding: bool = False,
-                 pretrained_name_or_path: str | None = None, name_mapping: dict | None = None):
+                 step_delay_s: float = 0.0, pretrained_name_or_path: str | None = None,
+                 name_mapping: dict | None = None):
         super().__init__()
         self.state_dim, self.action_dim, self.chunk_length = state_dim, action_dim, chunk_length
         self.noise = noise
+        self.step_delay_s = step_delay_s  # slows a run down so a test can kill it at a chosen point
         self.pretrained_name_or_path, self.name_mapping = pretrained_name_or_path, name_mapping
         self.embed = nn.Embedding(vocab_size, hidden)
         self.embed.weight.requires_grad_(not freeze_embedding)
@@ -52,6 +56,8 @@ class TrainerTestPolicy(nn.Module):
         return self.head(h).view(b, self.chunk_length, self.action_dim)
 
     def forward(self, batch):
+        if self.step_delay_s:
+            time.sleep(self.step_delay_s)
         pred = self._features(batch)
         mask = batch["action_masks"].to(pred.dtype)
         loss = (((pred - batch["actions"].to(pred.dtype)) ** 2) * mask).sum() / mask.numel()
