@@ -340,3 +340,32 @@ def test_bad_embodiment_id_is_refused():
 def test_unknown_vlm_path_is_an_error():
     with pytest.raises(FileNotFoundError, match="vlm_path"):
         EagleBackbone(vlm_path="/nonexistent/eagle")
+
+
+def test_gradient_checkpointing_keeps_loss_and_gradients():
+    torch.manual_seed(0)
+    model = build(tiny_model_cfg())
+    batch = _fixed_flow(make_batch())
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(batch)["loss"]
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    loss0, grads0 = loss_and_grads()
+    model.gradient_checkpointing_enable()
+    llm = model.vlm_backbone.vlm.language_model.model
+    assert model.vla_head.model.gradient_checkpointing and getattr(llm, "is_activation_checkpointing", None)
+    loss1, grads1 = loss_and_grads()
+    torch.testing.assert_close(loss1, loss0)
+    assert grads1.keys() == grads0.keys()
+    for name in grads0:
+        torch.testing.assert_close(grads1[name], grads0[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_fsdp_units_are_the_transformer_blocks():
+    model = build(tiny_model_cfg())
+    units = list(model.fsdp_units())
+    assert len(units) == 2 + 2 + 2 + 1  # SigLIP layers, kept Qwen3 layers, DiT blocks, adapter blocks
+    assert len({id(u) for u in units}) == len(units)

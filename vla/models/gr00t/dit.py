@@ -13,6 +13,14 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def run_block(block: nn.Module, use_checkpoint: bool, *args, **kwargs) -> torch.Tensor:
+    """Call `block`, recomputing its activations in backward when gradient checkpointing is on."""
+    if use_checkpoint and block.training and torch.is_grad_enabled():
+        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+    return block(*args, **kwargs)
 
 
 def timestep_sinusoid(timesteps: torch.Tensor, channels: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -152,6 +160,7 @@ class DiT(nn.Module):
             raise ValueError(f"DiT norm_type must be 'ada_norm' (GR00T-N1.5), got {norm_type!r}")
         self.inner_dim = num_attention_heads * attention_head_dim
         self.interleave = bool(interleave_self_attention)
+        self.gradient_checkpointing = False
         self.timestep_encoder = TimestepEncoder(self.inner_dim)
         self.transformer_blocks = nn.ModuleList([
             TransformerBlock(self.inner_dim, num_attention_heads, attention_head_dim,
@@ -171,9 +180,10 @@ class DiT(nn.Module):
         x = hidden_states
         for i, block in enumerate(self.transformer_blocks):
             if self._self_attends(i):
-                x = block(x, temb=temb)
+                x = run_block(block, self.gradient_checkpointing, x, temb=temb)
             else:
-                x = block(x, temb=temb, context=encoder_hidden_states, key_mask=encoder_attention_mask)
+                x = run_block(block, self.gradient_checkpointing, x, temb=temb, context=encoder_hidden_states,
+                              key_mask=encoder_attention_mask)
         shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)
         x = self.norm_out(x) * (1 + scale[:, None]) + shift[:, None]
         return self.proj_out_2(x)
@@ -188,6 +198,7 @@ class SelfAttentionTransformer(nn.Module):
         if positional_embeddings is not None:
             raise ValueError("SelfAttentionTransformer positional_embeddings other than None are not supported")
         self.inner_dim = num_attention_heads * attention_head_dim
+        self.gradient_checkpointing = False
         self.transformer_blocks = nn.ModuleList([
             TransformerBlock(self.inner_dim, num_attention_heads, attention_head_dim, dropout=dropout,
                              final_dropout=final_dropout, norm_type="layer_norm")
@@ -195,5 +206,5 @@ class SelfAttentionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.transformer_blocks:
-            x = block(x, key_mask=key_mask)
+            x = run_block(block, self.gradient_checkpointing, x, key_mask=key_mask)
         return x

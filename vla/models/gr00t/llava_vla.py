@@ -98,6 +98,28 @@ class LlavaVLA(nn.Module):
         present = {n for n, _ in self.named_modules()}
         return tuple(n for n in names if n in present and any(True for _ in self.get_submodule(n).parameters()))
 
+    def fsdp_units(self):
+        """Blocks the FSDP runner shards one by one: SigLIP and Qwen3 layers, DiT and adapter blocks."""
+        vlm = self.vlm_backbone.vlm
+        yield from vlm.vision_model.vision_model.encoder.layers
+        yield from vlm.language_model.model.layers
+        yield from self.vla_head.model.transformer_blocks
+        if self.vla_head.vl_self_attention is not None:
+            yield from self.vla_head.vl_self_attention.transformer_blocks
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute activations in backward: transformers' switch for SigLIP and Qwen3, ours for the DiT
+        and the adapter."""
+        vlm = self.vlm_backbone.vlm
+        for hf_model in (vlm.vision_model.vision_model, vlm.language_model.model):
+            if hasattr(hf_model, "activation_checkpointing_enable"):  # transformers >= 5 name
+                hf_model.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.vla_head.model.gradient_checkpointing = True
+        if self.vla_head.vl_self_attention is not None:
+            self.vla_head.vl_self_attention.gradient_checkpointing = True
+
     # ---- batch handling -------------------------------------------------------------------------------------
     @staticmethod
     def _need(batch: Mapping[str, Any], key: str) -> torch.Tensor:
