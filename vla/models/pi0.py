@@ -88,9 +88,6 @@ def _as_module(value: Any, name: str) -> nn.Module:
 
 @register
 class PI0FlowMatching(nn.Module):
-    # The expert's per-token conditioning; π0.5 overrides (adaRMS time conditioning).
-    uses_state_token = True
-
     def __init__(self, vlm_backbone: Any, llm_expert: Any, proj_width: int = 1024, n_action_steps: int = 50,
                  state_proj: Any = None, action_in_proj: Any = None, action_out_proj: Any = None,
                  action_time_mlp_in: Any = None, action_time_mlp_out: Any = None,
@@ -114,6 +111,7 @@ class PI0FlowMatching(nn.Module):
         self.strict_loading = bool(strict_loading)
         self._build_projectors(state_proj=state_proj, action_in_proj=action_in_proj, action_out_proj=action_out_proj,
                                action_time_mlp_in=action_time_mlp_in, action_time_mlp_out=action_time_mlp_out)
+        self._prepare_expert()
         self._check_shapes()
         if freeze_vlm_backbone:
             freeze(self.vlm_backbone)
@@ -138,6 +136,9 @@ class PI0FlowMatching(nn.Module):
             setattr(self, name, _as_module(projectors[name], name))
         self.state_dim = self.state_proj.in_dim if "state_proj" in self.projector_names() else None
         self.action_dim = self.action_in_proj.in_dim
+
+    def _prepare_expert(self) -> None:
+        """Hook for variants that change the expert's layers before freezing / LoRA (π0.5: adaRMS)."""
 
     def _check_shapes(self) -> None:
         vlm, exp = self.vlm_backbone.config.text_config, self.llm_expert.config
