@@ -5,7 +5,7 @@
 #   CONFIG WORK_DIR [...]  passed to scripts/train.sh as is
 # scripts/train.sh maps MLP_WORKER_GPU/NUM, MLP_ROLE_INDEX, MLP_WORKER_0_HOST/PORT onto torchrun.
 set -euo pipefail
-cd /app
+cd "${VLA_APP_DIR:-/app}"   # the image's layout; tests point it at a checkout
 if (($#)); then
   exec bash scripts/train.sh "$@"
 fi

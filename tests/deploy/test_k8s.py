@@ -135,8 +135,11 @@ def test_eval_job_runs_one_shard_per_index_and_merge_reads_them_all():
     out_pattern = args[args.index("--out") + 1]
     shard_dirs = [out_pattern.replace("$(SHARD_INDEX)", str(i)) for i in range(spec["completions"])]
     merge = _pod_spec(objs[("Job", "vla-eval-merge")])["containers"][0]["args"]
-    assert merge[0] == "merge" and merge[2:] == shard_dirs
-    assert all(d.startswith(merge[1] + "/") for d in shard_dirs), "shards live under the merged output"
+    positional = merge[:merge.index("--suite")] if "--suite" in merge else merge
+    assert positional[0] == "merge" and positional[2:] == shard_dirs
+    if "--suite" in merge:
+        assert merge[merge.index("--suite") + 1] == env["SIM_SUITE"]["value"]
+    assert all(d.startswith(positional[1] + "/") for d in shard_dirs), "shards live under the merged output"
     script = (K8S / "run_eval.sh").read_text()
     assert "eval/eval-job.yaml" in script and "eval/merge-job.yaml" in script
 
