@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--scripted", choices=["noop", "replay", "fault"], help="serve a scripted policy (no model)")
     p.add_argument("--checkpoint", help="checkpoint file in the work dir (default: the one `latest` names)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--tokenizer", help="tokenizer directory, if the one the config names is elsewhere here")
+    p.add_argument("--seed", type=int, default=0, help="seed of the flow-matching noise (same for every request)")
     p.add_argument("--replay-file", help="replay: JSON {prompt: [[7 floats], ...]} or .npy [T, 7]")
     p.add_argument("--chunk-length", type=int, default=10, help="scripted: actions per reply")
     p.add_argument("--compute-ms", type=float, default=0.0, help="scripted: simulated model time per batch")
@@ -57,7 +59,8 @@ def make_policy(args: argparse.Namespace):
                              replay_file=args.replay_file)
     from policy_server.engine import load_engine
 
-    return load_engine(args.work_dir, checkpoint=args.checkpoint, device=args.device)
+    return load_engine(args.work_dir, checkpoint=args.checkpoint, device=args.device,
+                       tokenizer_path=args.tokenizer, seed=args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         policy = make_policy(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:   # a bad work dir or file: say which, no traceback
         print(f"policy_server: {exc}", file=sys.stderr)
         return 2
     from policy_server.server import PolicyServer

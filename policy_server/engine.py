@@ -1,0 +1,247 @@
+"""The model engine: a trained work dir served as a `Policy`.
+
+    engine = load_engine("work_dirs/demo")            # the checkpoint `latest` names
+    engine.infer_batch([obs, obs]) -> [actions [chunk, 7], ...]
+
+Loading reads `config.json` (data only: no config .py is executed), `dataset_statistics.json`
+and one weights-only checkpoint (`.pt` via torch.load(weights_only=True), or `.safetensors`).
+The model is built from the config, the checkpoint loaded strictly (a missing or mismatched
+key is an error naming it), LoRA adapters merged into their base weights, and the config's
+`eval` transforms built and bound to the statistics and the model's sizes.
+
+Flow matching samples from noise: each request gets the same seeded noise, so an observation
+gives the same actions whatever batch it lands in and whichever transport carried it.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from policy_server import transforms as eval_transforms
+from policy_server.policy import BasePolicy
+from vla import checkpoint as ckpt
+from vla.config import ConfigError, build
+from vla.normalize import STATISTICS_FILENAME, DatasetStatistics, load_statistics
+from vla.wire import protocol
+from vla.wire.errors import ErrorCode, PolicyError
+
+log = logging.getLogger("policy_server.engine")
+
+# Batch keys of the model contract and the dtype each is stacked to.
+_BATCH_KEYS = {"images": torch.float32, "img_masks": torch.bool, "lang_tokens": torch.long,
+               "lang_masks": torch.bool, "states": torch.float32, "embodiment_ids": torch.long}
+_CKPT_RE = re.compile(r"^checkpoint_(epoch|step)_(\d+)\.(pt|safetensors)$")
+
+
+class EngineError(ValueError):
+    """A work dir that cannot be served; the message names the file and what is wrong."""
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield k, v
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def _find_transform(cfg: dict, type_name: str) -> dict | None:
+    return next((v for _, v in _walk(cfg) if isinstance(v, dict) and v.get("type") == type_name), None)
+
+
+def find_checkpoint(work_dir: Path, checkpoint: str | None = None) -> Path:
+    """`checkpoint` (a path, or a name inside the work dir), else `latest`, else the newest file."""
+    if checkpoint:
+        for path in (Path(checkpoint), work_dir / checkpoint):
+            if path.is_file():
+                return path
+        raise EngineError(f"checkpoint {checkpoint!r} not found (looked in the current directory and {work_dir})")
+    name = ckpt.read_latest(work_dir)
+    if name is not None:
+        if not (work_dir / name).is_file():
+            raise EngineError(f"{work_dir / 'latest'} names {name}, which does not exist")
+        return work_dir / name
+    found = sorted((int(m.group(2)), p) for p in work_dir.iterdir() if (m := _CKPT_RE.match(p.name)))
+    if not found:
+        raise EngineError(f"{work_dir}: no `latest` and no checkpoint_{{epoch,step}}_N.pt/.safetensors file")
+    return found[-1][1]
+
+
+def _statistic_name(cfg: dict, stats_path: Path) -> str:
+    names = {v for k, v in _walk(cfg) if k == "statistic_name" and isinstance(v, str)}
+    if len(names) == 1:
+        return names.pop()
+    available = sorted(json.loads(stats_path.read_text(encoding="utf-8")))
+    if len(available) == 1:
+        return available[0]
+    raise EngineError(f"{stats_path}: cannot tell which statistics to use (config names {sorted(names)}, "
+                      f"file has {available})")
+
+
+class ModelEngine(BasePolicy):
+    def __init__(self, model: torch.nn.Module, transforms: list[Any], denormalize: Any,
+                 statistics: DatasetStatistics, info: dict[str, Any], device: str = "cpu", seed: int = 0):
+        self.model = model
+        self.transforms = transforms
+        self.denormalize = denormalize
+        self.statistics = statistics
+        self._info = info
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.chunk_length = int(model.chunk_length)
+        self.model_action_dim = int(model.action_dim)
+        sample = getattr(model, "sample_actions", None)
+        self._takes_noise = sample is not None and "noise" in inspect.signature(sample).parameters
+        gen = torch.Generator().manual_seed(self.seed)
+        self._noise = torch.randn(self.chunk_length, self.model_action_dim, generator=gen)
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    def preprocess(self, obs: dict[str, Any]) -> dict[str, Any]:
+        data = dict(obs)
+        for t in self.transforms:
+            data = t(data)
+        return data
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for key, dtype in _BATCH_KEYS.items():
+            if key in samples[0]:
+                batch[key] = torch.from_numpy(np.stack([np.asarray(s[key]) for s in samples])).to(self.device, dtype)
+        return batch
+
+    @torch.inference_mode()
+    def predict(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Normalised model actions [B, chunk, A'] (float32 numpy)."""
+        b = next(iter(batch.values())).shape[0]
+        if self._takes_noise:
+            noise = self._noise.to(self.device)[None].expand(b, -1, -1).contiguous()
+            out = self.model.sample_actions(batch, noise=noise)
+        else:
+            torch.manual_seed(self.seed)
+            out = self.model.predict_action(batch)
+        return out.float().cpu().numpy()
+
+    def infer_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
+        results: list[np.ndarray | PolicyError | None] = [None] * len(observations)
+        samples, slots = [], []
+        for i, obs in enumerate(observations):
+            try:
+                samples.append(self.preprocess(obs))
+                slots.append(i)
+            except eval_transforms.EvalTransformError as exc:
+                results[i] = PolicyError(ErrorCode.INVALID_ARGUMENT, str(exc))
+        if samples:
+            actions = self.predict(self.collate(samples))
+            for j, i in enumerate(slots):
+                results[i] = self.denormalize(actions[j])
+        return results  # type: ignore[return-value]
+
+
+def _build_eval(cfg: dict, source: str, tokenizer_path: str | None) -> tuple[list[Any], Any]:
+    eval_cfg = cfg.get("eval") or {}
+    t_cfgs = ((eval_cfg.get("dataset") or {}).get("transforms")) or []
+    if not t_cfgs:
+        raise EngineError(f"{source}: no eval.dataset.transforms; the server needs the seed's eval transforms")
+    train_prompt = _find_transform(cfg.get("train_dataloader") or {}, "ProcessPrompts") or \
+        _find_transform(cfg.get("train_dataloader") or {}, "ProcessPromptsWithImage") or {}
+    built = []
+    for i, t_cfg in enumerate(t_cfgs):
+        t_cfg = json.loads(json.dumps(t_cfg))   # a private copy
+        if "tokenizer" in t_cfg:
+            path = (t_cfg["tokenizer"] or {}).get("model_path")
+            train_path = ((train_prompt.get("tokenizer") or {}).get("model_path"))
+            if tokenizer_path:
+                t_cfg["tokenizer"]["model_path"] = tokenizer_path
+            elif path and not Path(path).is_dir() and train_path and Path(train_path).is_dir():
+                log.warning("eval tokenizer %s not found; using the training pipeline's %s", path, train_path)
+                t_cfg["tokenizer"]["model_path"] = train_path
+            # Prompts must be padded as in training: take the training max_len unless eval sets one.
+            if "max_len" not in t_cfg and "max_len" in train_prompt:
+                t_cfg["max_len"] = train_prompt["max_len"]
+        try:
+            built.append(build(t_cfg, source=source, path=f"eval.dataset.transforms[{i}]"))
+        except ConfigError as exc:
+            raise EngineError(str(exc)) from None
+    d_cfg = eval_cfg.get("denormalize_action") or {"type": "DenormalizeLiberoAction"}
+    try:
+        denorm = build(d_cfg, source=source, path="eval.denormalize_action")
+    except ConfigError as exc:
+        raise EngineError(str(exc)) from None
+    return built, denorm
+
+
+def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str = "cpu",
+                tokenizer_path: str | None = None, seed: int = 0) -> ModelEngine:
+    from vla.models.loading import load_weights
+    from vla.models.lora import has_lora, merge_lora
+
+    work_dir = Path(work_dir)
+    cfg_path = work_dir / "config.json"
+    stats_path = work_dir / STATISTICS_FILENAME
+    for path in (cfg_path, stats_path):
+        if not path.is_file():
+            raise EngineError(f"{path}: missing; is {work_dir} a work dir the trainer wrote?")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"{cfg_path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    if "model" not in cfg:
+        raise EngineError(f"{cfg_path}: no 'model' section")
+    statistic_name = _statistic_name(cfg, stats_path)
+    statistics = load_statistics(stats_path, statistic_name)
+    weights = find_checkpoint(work_dir, checkpoint)
+
+    import vla.models  # noqa: F401  (fills the registry with the model types)
+
+    model_cfg = dict(cfg["model"])
+    if "pretrained_name_or_path" in model_cfg:
+        model_cfg["pretrained_name_or_path"] = None   # the checkpoint holds every weight
+    try:
+        model = build(model_cfg, source=str(cfg_path), path="model")
+    except ConfigError as exc:
+        raise EngineError(str(exc)) from None
+    for attr in ("chunk_length", "action_dim"):
+        if not hasattr(model, attr):
+            raise EngineError(f"{cfg_path}: model {type(model).__name__} has no {attr!r} (model contract)")
+    report = load_weights(model, str(weights), strict=True)
+    if has_lora(model):
+        merge_lora(model)
+    model.eval().to(device)
+    transforms, denorm = _build_eval(cfg, str(cfg_path), tokenizer_path)
+    for t in [*transforms, denorm]:
+        if hasattr(t, "bind"):
+            t.bind(statistics=statistics, state_dim=getattr(model, "state_dim", None))
+    digest = hashlib.sha256()
+    digest.update(stats_path.read_bytes())
+    st = weights.stat()
+    digest.update(f"{weights.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    model_type = str(model_cfg.get("type"))
+    info = {
+        "model": model_type,
+        "checkpoint": weights.name,
+        "chunk_length": int(model.chunk_length),
+        "action_dim": int(getattr(denorm, "action_dim", model.action_dim)),
+        "inputs": BasePolicy.input_specs,
+        "image_orientation": protocol.ORIENTATION_AS_RENDERED,
+        "model_version": f"{weights.stem}-{digest.hexdigest()[:12]}",
+        "statistic_name": statistic_name,
+        "work_dir": str(work_dir),
+        "state_dim": getattr(model, "state_dim", None),
+        "model_action_dim": int(model.action_dim),
+        "gripper_convention": getattr(denorm, "convention", None),
+        "weights_loaded": report.loaded,
+    }
+    log.info("loaded %s from %s (%s)", model_type, weights, report.summary())
+    return ModelEngine(model, transforms, denorm, statistics, info, device=device, seed=seed)

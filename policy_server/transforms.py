@@ -1,0 +1,226 @@
+"""Eval transforms (the seed's `eval` section), registered under the seed's names.
+
+One observation flows through them in config order, then the model, then the action
+transform:
+
+    ProcessLiberoEvalInputs   sim keys or openpi keys -> `images` uint8 [N, H, W, 3] (training
+                              orientation), `img_masks`, `prompt` (cleaned as in training),
+                              `embodiment_ids`; openpi's `observation/state` kept as `libero_state`
+    TransformImage            `images` -> float32 [N, 3, h, w] (resize-naive + per-camera mean/std)
+    LiberoPromptFromInputs /
+    ProcessPromptsWithImage   `prompt` -> `lang_tokens`, `lang_masks` (same tokenisation as training)
+    LiberoProprioFromInputs   eef_pos(3) + axis-angle(quat)(3) + gripper qpos(2) = 8, normalised with
+                              the `proprio` statistics, zero-padded to the model's `state_dim`
+    DenormalizeLiberoAction   model output [chunk, A'] -> [chunk, 7] in LIBERO's units
+
+Image orientation is decided here and only here: LIBERO renders upside down and the training
+data (LeRobot conversions) hold frames rotated by 180°, so sim-key frames are rotated; openpi's
+client has already rotated its frames, so openpi-key frames are used as sent.
+
+The engine calls `bind(statistics=..., state_dim=...)` on the transforms that need the work
+dir's statistics or the model's sizes, so configs stay as the seed writes them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from vla.config import build, register
+from vla.data.image_ops import normalize_images, resize_images, rotate_180
+from vla.data.prompts import PromptTokenizer, build_prompt
+from vla.normalize import DatasetStatistics, Normalizer
+
+OPENPI_STATE_KEY = "libero_state"
+_OPENPI_IMAGES = ("observation/image", "observation/wrist_image")
+_SIM_TO_OPENPI = {"agentview_image": "observation/image", "robot0_eye_in_hand_image": "observation/wrist_image"}
+
+
+class EvalTransformError(ValueError):
+    """An observation a transform cannot process; the message names the transform and key."""
+
+
+def quat2axisangle(quat: np.ndarray) -> np.ndarray:
+    """x-y-z-w quaternion -> axis-angle (3), as robosuite / openpi's LIBERO example compute it."""
+    q = np.asarray(quat, dtype=np.float64).copy()
+    q[3] = min(max(q[3], -1.0), 1.0)
+    den = math.sqrt(1.0 - q[3] * q[3])
+    if math.isclose(den, 0.0):
+        return np.zeros(3)
+    return q[:3] * 2.0 * math.acos(q[3]) / den
+
+
+def _need(data: dict[str, Any], key: str, who: str) -> Any:
+    if key not in data:
+        raise EvalTransformError(f"{who}: observation has no {key!r}; it has {sorted(data)}")
+    return data[key]
+
+
+@register
+class ProcessLiberoEvalInputs:
+    """Gather the camera frames named by `img_keys` (sim keys; their openpi twins are accepted
+    too) into `images`, in the training data's orientation."""
+
+    def __init__(self, img_keys: Sequence[str] = ("agentview_image", "robot0_eye_in_hand_image"),
+                 embodiment_id: int | None = None):
+        self.img_keys = list(img_keys)
+        self.embodiment_id = embodiment_id
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        if all(k in data for k in self.img_keys):
+            frames = [rotate_180(np.asarray(data[k])) for k in self.img_keys]
+        else:
+            keys = [_SIM_TO_OPENPI.get(k, k) for k in self.img_keys]
+            frames = [np.asarray(_need(data, k, "ProcessLiberoEvalInputs")) for k in keys]
+            if "observation/state" in data:
+                data[OPENPI_STATE_KEY] = np.asarray(data["observation/state"], dtype=np.float64)
+        # Cameras may differ in size; TransformImage resizes each to its own input size.
+        data["images"] = frames
+        data["img_masks"] = np.ones(len(frames), dtype=bool)
+        data["prompt"] = build_prompt(_need(data, "prompt", "ProcessLiberoEvalInputs"))
+        if self.embodiment_id is not None:
+            data["embodiment_ids"] = np.int64(self.embodiment_id)
+        return data
+
+
+@register
+class TransformImage:
+    """Resize each camera to its `input_sizes` [3, h, w] and normalise with its mean/std (0..255).
+
+    'resize-naive' stretches to the target size (no padding), with the same resize the training
+    pipeline's ResizeImages uses, so a frame is processed identically in both."""
+
+    STRATEGIES = ("resize-naive",)
+
+    def __init__(self, input_sizes: Sequence[Sequence[int]], means: Sequence[Sequence[float]],
+                 stds: Sequence[Sequence[float]], image_resize_strategy: str = "resize-naive"):
+        if image_resize_strategy not in self.STRATEGIES:
+            raise ValueError(f"image_resize_strategy {image_resize_strategy!r} is not supported; "
+                             f"use one of {self.STRATEGIES}")
+        self.input_sizes = [tuple(int(v) for v in s) for s in input_sizes]
+        if any(len(s) != 3 or s[0] != 3 for s in self.input_sizes):
+            raise ValueError(f"input_sizes must be [[3, h, w], ...], got {input_sizes}")
+        self.means = np.asarray(means, dtype=np.float32)
+        self.stds = np.asarray(stds, dtype=np.float32)
+        if self.means.shape != (len(self.input_sizes), 3) or self.stds.shape != self.means.shape:
+            raise ValueError(f"means {self.means.shape} and stds {self.stds.shape} must be "
+                             f"[{len(self.input_sizes)} cameras, 3]")
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        frames = _need(data, "images", "TransformImage")
+        if len(frames) != len(self.input_sizes):
+            raise EvalTransformError(f"TransformImage: {len(frames)} cameras but {len(self.input_sizes)} input_sizes")
+        out = [normalize_images(resize_images(frame, h, w), self.means[i:i + 1], self.stds[i:i + 1])[0]
+               for i, (frame, (_, h, w)) in enumerate(zip(frames, self.input_sizes))]
+        data["images"] = np.stack(out)
+        return data
+
+
+@register
+class LiberoPromptFromInputs:
+    """Tokenise the observation's `prompt` exactly as the training pipeline's ProcessPrompts does."""
+
+    def __init__(self, tokenizer: Any, max_len: int = 180):
+        self.tokenizer = build(tokenizer) if isinstance(tokenizer, dict) else tokenizer
+        self.max_len = int(max_len)
+        self.encode = PromptTokenizer(self.tokenizer, self.max_len)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        data["lang_tokens"], data["lang_masks"] = self.encode(_need(data, "prompt", "LiberoPromptFromInputs"))
+        return data
+
+
+@register
+class LiberoProprioFromInputs:
+    """`out_key` = normalised [eef_pos, axis-angle(eef_quat), gripper_qpos], zero-padded to `state_dim`."""
+
+    def __init__(self, use_quantiles: bool = False, pos_key: str = "robot0_eef_pos",
+                 quat_key: str = "robot0_eef_quat", gripper_key: str = "robot0_gripper_qpos",
+                 out_key: str = "states", state_dim: int | None = None):
+        self.use_quantiles = bool(use_quantiles)
+        self.pos_key, self.quat_key, self.gripper_key, self.out_key = pos_key, quat_key, gripper_key, out_key
+        self.state_dim = state_dim
+        self.normalizer: Normalizer | None = None
+
+    def bind(self, statistics: DatasetStatistics, state_dim: int | None = None, **_: Any) -> None:
+        self.normalizer = Normalizer.from_quantiles_flag(statistics.proprio, self.use_quantiles,
+                                                         name="proprio (dataset_statistics.json)")
+        if self.state_dim is None:
+            self.state_dim = state_dim
+
+    @staticmethod
+    def raw_state(data: dict[str, Any], pos_key: str, quat_key: str, gripper_key: str) -> np.ndarray:
+        if OPENPI_STATE_KEY in data and pos_key not in data:
+            return np.asarray(data[OPENPI_STATE_KEY], dtype=np.float64)
+        who = "LiberoProprioFromInputs"
+        return np.concatenate([np.asarray(_need(data, pos_key, who), dtype=np.float64),
+                               quat2axisangle(_need(data, quat_key, who)),
+                               np.asarray(_need(data, gripper_key, who), dtype=np.float64)])
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.normalizer is None:
+            raise EvalTransformError("LiberoProprioFromInputs: no statistics bound (the engine binds them)")
+        state = self.raw_state(data, self.pos_key, self.quat_key, self.gripper_key)
+        try:
+            state = self.normalizer.normalize(state)
+        except ValueError as exc:
+            raise EvalTransformError(f"LiberoProprioFromInputs: {exc}") from None
+        if self.state_dim is not None:
+            if len(state) > self.state_dim:
+                raise EvalTransformError(f"LiberoProprioFromInputs: proprio has {len(state)} dims, "
+                                         f"more than the model's state_dim {self.state_dim}")
+            state = np.concatenate([state, np.zeros(self.state_dim - len(state))])
+        data[self.out_key] = state.astype(np.float32)
+        return data
+
+
+@register
+class DenormalizeLiberoAction:
+    """Model output (normalised, padded) [chunk, A'] -> LIBERO actions [chunk, action_dim].
+
+    Denormalise with the `action` statistics (their `mask` leaves the gripper as it is), keep the
+    first `action_dim` (7) dims, then make the gripper a ±1 command with LIBERO's sign (-1 open,
+    +1 close). `gripper_convention` says how the training data stored the gripper:
+      'libero'  ±1 as LIBERO takes it (openpi's LeRobot conversions, this repo's datasets): binarise.
+      'openvla' [0, 1] with 1 = open (OpenVLA's RLDS; FluxVLA's normalize_gripper_action +
+                invert_gripper_action): map to [-1, 1], binarise, invert.
+      'auto'    'openvla' if the action statistics' gripper minimum is >= 0, else 'libero'.
+    """
+
+    CONVENTIONS = ("auto", "libero", "openvla")
+
+    def __init__(self, use_quantiles: bool = False, action_dim: int = 7, gripper_convention: str = "auto"):
+        if gripper_convention not in self.CONVENTIONS:
+            raise ValueError(f"gripper_convention {gripper_convention!r}: use one of {self.CONVENTIONS}")
+        self.use_quantiles = bool(use_quantiles)
+        self.action_dim = int(action_dim)
+        self.gripper_convention = gripper_convention
+        self.normalizer: Normalizer | None = None
+        self.convention = gripper_convention
+
+    def bind(self, statistics: DatasetStatistics, **_: Any) -> None:
+        stats = statistics.action
+        if stats.dim < self.action_dim:
+            raise ValueError(f"DenormalizeLiberoAction: action statistics have {stats.dim} dims, "
+                             f"fewer than action_dim {self.action_dim}")
+        self.normalizer = Normalizer.from_quantiles_flag(stats, self.use_quantiles, name="action (dataset_statistics.json)")
+        if self.gripper_convention == "auto":
+            self.convention = "openvla" if stats.min[self.action_dim - 1] >= 0 else "libero"
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        if self.normalizer is None:
+            raise EvalTransformError("DenormalizeLiberoAction: no statistics bound (the engine binds them)")
+        actions = np.asarray(actions, dtype=np.float64)
+        dim = self.normalizer.dim
+        if actions.shape[-1] < dim:
+            raise EvalTransformError(f"DenormalizeLiberoAction: model gave {actions.shape[-1]} action dims, "
+                                     f"the statistics have {dim}")
+        out = self.normalizer.denormalize(actions[..., :dim])[..., :self.action_dim].copy()
+        g = out[..., -1]
+        if self.convention == "openvla":
+            g = -np.where(2.0 * g - 1.0 >= 0, 1.0, -1.0)
+        else:
+            g = np.where(g >= 0, 1.0, -1.0)
+        out[..., -1] = g
+        return out.astype(np.float32)

@@ -1,0 +1,155 @@
+"""The tiny π0 config served from a real work dir: engine output equals the model sampled with
+the same noise and denormalised by hand; the three transports agree; a LoRA checkpoint is merged."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from policy_server.engine import load_engine
+from tests.conftest import REPO
+from tests.server import engine_fixtures as fx
+from tests.server.conftest import TRANSPORTS, client, start_server
+from tests.server.test_engine import sim_obs
+from vla import checkpoint as ckpt
+from vla.config import Config, atomic_write_text, build
+from vla.data.tiny_tokenizer import build_tiny_tokenizer
+from vla.models.loading import load_weights
+from vla.normalize import load_statistics, save_statistics
+
+CONFIGS = {"full": REPO / "configs/pi0/pi0_paligemma_libero_10_full_finetune_tiny.py",
+           "lora": REPO / "configs/pi0/pi0_paligemma_libero_10_lora_finetune_tiny.py"}
+
+
+def _tokenizer_options(cfg: Config, tok: str) -> list[str]:
+    opts = []
+    for i, t in enumerate(cfg["eval"]["dataset"]["transforms"]):
+        if "tokenizer" in t:
+            opts.append(f"eval.dataset.transforms.{i}.tokenizer.model_path={tok}")
+    for i, t in enumerate(cfg["train_dataloader"]["dataset"]["datasets"]["transforms"]):
+        if "tokenizer" in t:
+            opts.append(f"train_dataloader.dataset.datasets.transforms.{i}.tokenizer.model_path={tok}")
+    return opts
+
+
+def make_pi0_work_dir(root, tok, variant: str):
+    cfg = Config.fromfile(CONFIGS[variant])
+    cfg.merge_options(_tokenizer_options(cfg, str(tok)))
+    cfg.dump(root)
+    torch.manual_seed(0)
+    import vla.models  # noqa: F401
+
+    model = build(cfg["model"])
+    with torch.no_grad():   # "trained" weights: LoRA B non-zero so merging matters
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    ckpt.save_weights(root, "checkpoint_epoch_1.pt", model.state_dict())
+    atomic_write_text(root / "latest", "checkpoint_epoch_1.pt")
+    save_statistics(root / "dataset_statistics.json", "libero_10_no_noops", fx.random_statistics(7))
+    return cfg, model.eval()
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return build_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="module")
+def pi0_dir(tmp_path_factory, tok):
+    root = tmp_path_factory.mktemp("pi0") / "run"
+    cfg, model = make_pi0_work_dir(root, tok, "full")
+    return root, cfg
+
+
+def _denorm_by_hand(raw: np.ndarray, stats) -> np.ndarray:
+    out = raw[:, :7].astype(np.float64).copy()
+    out[:, :6] = out[:, :6] * (stats.action.std[:6] + 1e-8) + stats.action.mean[:6]
+    out[:, 6] = np.where(out[:, 6] >= 0, 1.0, -1.0)
+    return out
+
+
+def test_pi0_engine_matches_the_model_sampled_with_the_same_noise(pi0_dir):
+    root, cfg = pi0_dir
+    engine = load_engine(root)
+    assert engine.info()["model"] == "PI0FlowMatching" and engine.info()["chunk_length"] == 10
+    obs, _ = sim_obs()
+    other, _ = sim_obs(seed=11, prompt="turn on the stove and put the moka pot on it")
+    got = engine.infer_batch([obs, other])
+    assert got[0].shape == (10, 7) and not np.allclose(got[0][:, :6], got[1][:, :6])
+    ref = build(cfg["model"])
+    load_weights(ref, str(root / "checkpoint_epoch_1.pt"), strict=True)
+    ref.eval()
+    batch = engine.collate([engine.preprocess(dict(obs))])
+    assert batch["images"].shape == (1, 2, 3, 56, 56) and batch["states"].shape == (1, 8)
+    with torch.no_grad():
+        raw = ref.sample_actions(batch, noise=engine._noise[None].clone())[0].numpy()
+    stats = load_statistics(root, "libero_10_no_noops")
+    np.testing.assert_allclose(got[0], _denorm_by_hand(raw, stats), rtol=1e-4, atol=1e-4)
+
+
+def test_pi0_three_transports_agree(pi0_dir):
+    from policy_server.batcher import BatcherConfig
+
+    root, _ = pi0_dir
+    engine = load_engine(root)
+    obs, _ = sim_obs()
+    expected = engine.infer_batch([obs])[0]
+    server = start_server(engine, batcher=BatcherConfig(max_batch_size=4, max_queue_delay_ms=2))
+    try:
+        for transport in TRANSPORTS:
+            with client(server, transport, timeout_s=60) as c:
+                assert c.server_info()["checkpoint"] == "checkpoint_epoch_1.pt"
+                np.testing.assert_allclose(c.infer(obs)["actions"], expected, rtol=1e-4, atol=1e-4)
+    finally:
+        server.stop()
+
+
+def test_pi0_lora_checkpoint_is_merged(tmp_path, tok):
+    cfg, model = make_pi0_work_dir(tmp_path / "run", tok, "lora")
+    engine = load_engine(tmp_path / "run")
+    from vla.models.lora import has_lora
+
+    assert has_lora(model) and not has_lora(engine.model)
+    obs, _ = sim_obs()
+    batch = engine.collate([engine.preprocess(dict(obs))])
+    with torch.no_grad():
+        expected = model.sample_actions(batch, noise=engine._noise[None].clone())[0].numpy()
+    np.testing.assert_allclose(engine.predict(batch)[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_serves_a_work_dir(pi0_dir):
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+    from vla.wire import connect
+
+    root, _ = pi0_dir
+    gport, hport = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "policy_server.cli", "--work-dir", str(root), "--grpc-port",
+                             str(gport), "--http-port", str(hport), "--max-batch-size", "2"],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        c = connect(f"ws://127.0.0.1:{hport}", token="", retries=0, timeout_s=60)
+        c.wait_ready(timeout_s=120, poll_s=0.2)
+        obs, _ = sim_obs()
+        expected = load_engine(root).infer_batch([obs])[0]
+        np.testing.assert_allclose(c.infer(obs)["actions"], expected, rtol=1e-4, atol=1e-4)
+        assert c.server_info()["model_version"].startswith("checkpoint_epoch_1-")
+        c.close()
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_reports_a_bad_work_dir(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "policy_server.cli", "--work-dir", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "config.json: missing" in out.stderr and "Traceback" not in out.stderr
