@@ -209,7 +209,7 @@ class FlowMatchingHead(nn.Module):
         else:
             m = action_masks.to(err.dtype)
             loss = (err * m).sum() / m.sum().clamp_min(1.0)
-        return {"loss": loss, "pred_velocity": pred}
+        return {"loss": loss}
 
     # ---- sampling ------------------------------------------------------------------------------------------
     @torch.no_grad()
