@@ -15,7 +15,7 @@ demo_data=${DEMO_DATA_ROOT:-work_dirs/demo/data}
 demo_tokenizer=${DEMO_TOKENIZER_DIR:-work_dirs/demo/tokenizer}
 if [[ ${PREPARE_DEMO_DATA:-auto} != never && ( ! -f $demo_data/meta/info.json || ! -d $demo_tokenizer ) ]]; then
   echo "trainer: making the synthetic demo dataset in $demo_data and tokenizer in $demo_tokenizer"
-  python - "$demo_data" "$demo_tokenizer" <<'PY'
+  "${VENV:-/opt/venv}/bin/python" - "$demo_data" "$demo_tokenizer" <<'PY'
 import os, sys
 from vla.data.synthetic import write_synthetic_libero_dataset
 from vla.data.tiny_tokenizer import build_tiny_tokenizer

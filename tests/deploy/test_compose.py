@@ -1,7 +1,9 @@
 """docker-compose.yml: valid for Debian's docker-compose, and wired the way the README says."""
 from __future__ import annotations
 
+import copy
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -10,13 +12,20 @@ from tests.conftest import REPO
 from tests.deploy.conftest import run
 from vla.wire import protocol
 
+_CACHE: dict = {}
 SERVICES = {"trainer", "policy-server", "sim-client", "prometheus", "grafana"}
 
 
-def _config(docker_compose, env: dict[str, str] | None = None, compose_file: Path = REPO / "docker-compose.yml"):
-    out = run([docker_compose, "-f", str(compose_file), "config"], env={**os.environ, **(env or {})})
-    assert out.returncode == 0, f"docker-compose config failed:\n{out.stderr}"
-    return yaml.safe_load(out.stdout)
+def _config(docker_compose, env: dict[str, str] | None = None) -> dict:
+    key = (docker_compose, tuple(sorted((env or {}).items())))
+    if key not in _CACHE:   # each docker-compose run costs ~1 s
+        # Only the given variables: the caller's own TRAIN_CONFIG etc. must not leak into the defaults.
+        knobs = set(re.findall(r"\$\{(\w+)", (REPO / "docker-compose.yml").read_text()))
+        base = {k: v for k, v in os.environ.items() if k not in knobs}
+        out = run([docker_compose, "-f", str(REPO / "docker-compose.yml"), "config"], env={**base, **(env or {})})
+        assert out.returncode == 0, f"docker-compose config failed:\n{out.stderr}"
+        _CACHE[key] = yaml.safe_load(out.stdout)
+    return copy.deepcopy(_CACHE[key])
 
 
 def _started(services: dict, targets: list[str] | None = None, profiles: set[str] = frozenset()) -> set[str]:
