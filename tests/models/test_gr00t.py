@@ -85,29 +85,19 @@ def test_real_config_builds_on_meta_with_the_published_size():
     assert len(model.vla_head.model.transformer_blocks) == 16
 
 
-def test_release_checkpoint_names_and_full_shapes_fit_the_real_model():
+def test_release_checkpoint_names_and_full_shapes_fit_the_real_model(monkeypatch):
     """Every tensor of the released layout, at full size, maps onto the real-size model (meta) by the seed's
-    name_mapping with zero missing keys and no shape mismatch."""
+    name_mapping with zero missing keys and no shape mismatch (strict mode)."""
+    import vla.models.gr00t.llava_vla as llava
+
     cfg = Config.fromfile(REAL)
     with torch.device("meta"):
         model = build({**cfg.model, "strict_mapping": True})
-    state = release_tensors(ReleaseDims(), device="meta")
-    report = _load_state(model, state)
+    state = release_tensors(ReleaseDims(), device="meta")  # meta tensors cannot go through a file
+    monkeypatch.setattr(llava, "read_pretrained", lambda path: dict(state))
+    report = model.load_pretrained()
     assert report.ok, report.summary()
     assert report.loaded == len(model.state_dict())
-
-
-def _load_state(model: LlavaVLA, state: dict, tmp_path=None):
-    """load_pretrained() on an in-memory checkpoint (meta tensors cannot be written to a file)."""
-    import vla.models.gr00t.llava_vla as llava
-
-    original = llava.read_pretrained
-    llava.read_pretrained = lambda _path: dict(state)
-    try:
-        model.pretrained_name_or_path = "<in-memory release layout>"
-        return model.load_pretrained()
-    finally:
-        llava.read_pretrained = original
 
 
 # ---- checkpoint loading ----------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ Batch widths: states narrower than `state_dim` are zero-padded (GR00T's own conv
 than `action_dim` are cut back only where `action_masks` marks the extra dims as padding, so real
 action data is never silently dropped.
 
+`forward` also takes optional batch keys `noise` [B, chunk, action_dim] and `time` [B] to pin the
+flow-matching draw (tests, debugging); by default both are sampled.
+
 Freezing: `freeze_vlm_backbone` freezes the vision tower and the LLM; `freeze_projector` freezes the
 projectors (Eagle's `mlp1`/`eagle_linear` and the head's embodiment encoders/decoder, GR00T's
 `tune_projector` group). With `use_lora`, every base weight is frozen and only the peft adapters (on
@@ -68,11 +71,10 @@ class LlavaVLA(nn.Module):
             raise ValueError(f"LlavaVLA.vlm_backbone must be an EagleBackbone, got {type(vlm_backbone).__name__}")
         if not isinstance(vla_head, FlowMatchingHead):
             raise ValueError(f"LlavaVLA.vla_head must be a FlowMatchingHead, got {type(vla_head).__name__}")
-        head_in = vla_head.vlln.normalized_shape[0] if isinstance(vla_head.vlln, nn.LayerNorm) else None
-        cross = vla_head.model.transformer_blocks[0].attn1.to_k.in_features
-        if vlm_backbone.output_dim not in {cross} or (head_in is not None and head_in != vlm_backbone.output_dim):
+        expects = vla_head.model.transformer_blocks[0].attn1.to_k.in_features  # the DiT cross-attends the features
+        if vlm_backbone.output_dim != expects:
             raise ValueError(f"LlavaVLA: the backbone outputs {vlm_backbone.output_dim}-wide features but the head "
-                             f"expects backbone_embedding_dim={cross}")
+                             f"expects backbone_embedding_dim={expects}")
         self.vlm_backbone, self.vla_head = vlm_backbone, vla_head
         self.pretrained_name_or_path = pretrained_name_or_path
         self.name_mapping = dict(name_mapping or {})
