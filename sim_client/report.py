@@ -1,0 +1,120 @@
+"""Success table (95% Wilson interval, errors apart), summary.json and success_by_task.png."""
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable
+
+Z95 = 1.959963984540054
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (sound at 0/n and n/n, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per task and overall: episodes, successes, failures, errors, rate and interval.
+
+    Errors (infrastructure) are counted apart: they are neither successes nor failures and do
+    not enter the rate's denominator.
+    """
+    rows: "OrderedDict[tuple[str, int], dict[str, Any]]" = OrderedDict()
+    for line in sorted(lines, key=lambda r: (r["suite"], r["task_id"], r["trial"])):
+        row = rows.setdefault((line["suite"], line["task_id"]), {
+            "suite": line["suite"], "task_id": line["task_id"], "task": line.get("task", ""),
+            "episodes": 0, "successes": 0, "failures": 0, "errors": 0, "steps": 0, "latency_ms": []})
+        row["episodes"] += 1
+        if line.get("error"):
+            row["errors"] += 1
+        elif line.get("success"):
+            row["successes"] += 1
+        else:
+            row["failures"] += 1
+        row["steps"] += int(line.get("steps") or 0)
+        if line.get("latency_ms"):
+            row["latency_ms"].append(float(line["latency_ms"]))
+    tasks = []
+    for row in rows.values():
+        tasks.append(_finish(row))
+    total = {"episodes": sum(r["episodes"] for r in tasks), "successes": sum(r["successes"] for r in tasks),
+             "failures": sum(r["failures"] for r in tasks), "errors": sum(r["errors"] for r in tasks),
+             "steps": sum(r["steps"] for r in tasks),
+             "latency_ms": [x for row in rows.values() for x in row["latency_ms"]]}
+    return {"tasks": tasks, "overall": _finish(total)}
+
+
+def _finish(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    n = row["successes"] + row["failures"]
+    lo, hi = wilson(row["successes"], n)
+    lat = row.pop("latency_ms")
+    row.update(rate=row["successes"] / n if n else None, ci95=[lo, hi],
+               mean_latency_ms=sum(lat) / len(lat) if lat else None)
+    return row
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    head = f"{'suite':<15}{'task':>5}  {'success':>9}  {'rate':>6}  {'95% CI':>15}  {'errors':>6}  instruction"
+    out = [head, "-" * len(head)]
+
+    def fmt(row: dict[str, Any], label_suite: str, label_task: str, text: str) -> str:
+        n = row["successes"] + row["failures"]
+        rate = f"{100 * row['rate']:5.1f}%" if row["rate"] is not None else "    - "
+        ci = f"[{100 * row['ci95'][0]:5.1f},{100 * row['ci95'][1]:5.1f}]%"
+        return (f"{label_suite:<15}{label_task:>5}  {row['successes']:>4}/{n:<4}  {rate:>6}  {ci:>15}  "
+                f"{row['errors']:>6}  {text}")
+
+    for row in summary["tasks"]:
+        out.append(fmt(row, row["suite"], str(row["task_id"]), row["task"][:60]))
+    out.append("-" * len(head))
+    out.append(fmt(summary["overall"], "overall", "", ""))
+    return "\n".join(out)
+
+
+def write_report(out_dir: str | Path, lines: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict:
+    """summary.json + success_by_task.png beside results.jsonl; returns the summary."""
+    from vla.config import atomic_write_text
+
+    out_dir = Path(out_dir)
+    summary = summarize(lines)
+    summary.update(extra or {})
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    plot_success(summary, out_dir / "success_by_task.png")
+    return summary
+
+
+def plot_success(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = summary["tasks"]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(tasks) + 2), 3.5))
+    xs = range(len(tasks))
+    rates = [100 * (t["rate"] or 0.0) for t in tasks]
+    err_lo = [r - 100 * t["ci95"][0] for r, t in zip(rates, tasks)]
+    err_hi = [100 * t["ci95"][1] - r for r, t in zip(rates, tasks)]
+    ax.bar(xs, rates, yerr=[err_lo, err_hi], capsize=3, color="#4c72b0")
+    ax.set_xticks(list(xs), [f"{t['suite'].replace('libero_', '')}/{t['task_id']}" for t in tasks],
+                  rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("success % (95% Wilson CI)")
+    o = summary["overall"]
+    overall = f"{100 * o['rate']:.1f}%" if o["rate"] is not None else "-"
+    ax.set_title(f"overall {overall} of {o['successes'] + o['failures']} episodes, {o['errors']} errors",
+                 fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

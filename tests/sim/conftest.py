@@ -1,0 +1,74 @@
+"""Fixtures for the sim client: LIBERO availability, in-process policy servers, a torch-free env."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port
+
+NO_TORCH = Path(__file__).parent / "no_torch"
+
+
+def libero_missing() -> str | None:
+    """Why LIBERO cannot run here, or None."""
+    if importlib.util.find_spec("libero") is None or importlib.util.find_spec("robosuite") is None:
+        return "LIBERO not installed (run `make sim`)"
+    try:
+        from sim_client.suites import ensure_libero_config
+
+        ensure_libero_config()
+    except Exception as exc:  # noqa: BLE001 - any setup failure is a skip reason
+        return f"LIBERO unusable: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def libero():
+    reason = libero_missing()
+    if reason:
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    from sim_client.render import choose_renderer
+
+    try:
+        renderer, _ = choose_renderer("egl")
+    except RuntimeError:
+        renderer, _ = choose_renderer("auto")
+    os.environ["MUJOCO_GL"] = renderer
+    os.environ["PYOPENGL_PLATFORM"] = renderer
+    return renderer
+
+
+def start_policy_server(kind: str = "noop", *, chunk_length: int = 10, grpc_port: int | None = None,
+                        http_port: int | None = None, policy=None, **kwargs):
+    from policy_server.batcher import BatcherConfig
+    from policy_server.scripted import make_scripted
+    from policy_server.server import PolicyServer
+    from policy_server.service import ServiceConfig
+
+    policy = policy or make_scripted(kind, chunk_length=chunk_length, **kwargs)
+    server = PolicyServer(policy, grpc_port=grpc_port or free_port(), http_port=http_port or free_port(),
+                          batcher=BatcherConfig(max_batch_size=4, max_queue_delay_ms=1.0),
+                          service=ServiceConfig(token="")).start()
+    assert server.wait_ready(30), "policy server did not become ready"
+    return server
+
+
+def server_url(server, transport: str) -> str:
+    port = server.grpc_port if transport == "grpc" else server.http_port
+    return f"{transport}://127.0.0.1:{port}"
+
+
+def no_torch_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(NO_TORCH), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("POLICY_SERVER_TOKEN", None)
+    return env
+
+
+def sim_client_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sim_client.cli", *args]

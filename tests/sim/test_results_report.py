@@ -1,0 +1,168 @@
+"""Results file, resume, shards, merge, Wilson table, request layout: no simulator needed."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sim_client.policy import RequestBuilder, quat2axisangle, resize_with_pad
+from sim_client.report import format_table, summarize, wilson, write_report
+from sim_client.results import ResultsFile, merge, parse_shard, read_results, select_shard
+from sim_client.video import video_name, write_mp4
+from vla.wire import protocol
+
+
+def line(task_id, trial, success=False, error=None, steps=10, suite="libero_10"):
+    return {"suite": suite, "task_id": task_id, "task": f"task {task_id}", "trial": trial, "seed": 7,
+            "success": success, "steps": steps, "error": error, "duration_s": 1.0, "video": None,
+            "model_version": "v1", "latency_ms": 5.0}
+
+
+def test_wilson_known_values():
+    # Reference values (Wilson 1927; e.g. statsmodels proportion_confint(method="wilson")).
+    lo, hi = wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    assert wilson(0, 10)[0] == 0.0 and wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+    assert wilson(10, 10)[1] == pytest.approx(1.0) and wilson(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_errors_are_counted_apart_from_failures(tmp_path):
+    lines = [line(0, 0, True), line(0, 1, False), line(0, 2, error="server: UNAVAILABLE"), line(1, 0, True)]
+    s = summarize(lines)
+    t0 = s["tasks"][0]
+    assert (t0["successes"], t0["failures"], t0["errors"]) == (1, 1, 1)
+    assert t0["rate"] == 0.5  # the error is not in the denominator
+    assert s["overall"]["rate"] == pytest.approx(2 / 3)
+    assert s["overall"]["errors"] == 1
+    table = format_table(s)
+    assert "overall" in table and "2/3" in table
+    summary = write_report(tmp_path, lines, {"renderer": "egl"})
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["renderer"] == "egl" and on_disk["overall"]["successes"] == 2 == summary["overall"]["successes"]
+    png = (tmp_path / "success_by_task.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_file_resume_and_torn_tail(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with ResultsFile(path) as rf:
+        rf.append(line(0, 0, True))
+        rf.append(line(0, 1))
+        with pytest.raises(ValueError, match="already"):
+            rf.append(line(0, 1))
+    # A kill mid-write leaves a torn last line: reading ignores it, reopening cuts it off.
+    with open(path, "a") as f:
+        f.write('{"suite": "libero_10", "task_id": 0, "tri')
+    assert len(read_results(path)) == 2
+    with ResultsFile(path) as rf:
+        assert rf.done == {("libero_10", 0, 0), ("libero_10", 0, 1)}
+        rf.append(line(0, 2))
+    lines = read_results(path)
+    assert [x["trial"] for x in lines] == [0, 1, 2]
+    assert path.read_text().count("\n") == 3
+
+
+def test_corrupt_middle_line_is_an_error_naming_the_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(line(0, 0)) + "\nnot json\n" + json.dumps(line(0, 1)) + "\n")
+    with pytest.raises(ValueError, match=r"results.jsonl:2"):
+        read_results(path)
+
+
+def test_shards_partition_the_episodes():
+    keys = [("libero_10", t, k) for t in range(3) for k in range(5)]
+    shards = [select_shard(keys, (i, 4)) for i in range(4)]
+    flat = [k for s in shards for k in s]
+    assert sorted(flat) == sorted(keys) and len(flat) == len(set(flat))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert select_shard(reversed(keys), (1, 4)) == shards[1]  # order of the input does not matter
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_merge_reports_duplicates_and_missing(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, trials in ((a, [0, 1]), (b, [1, 2])):
+        with ResultsFile(d / "results.jsonl") as rf:
+            for k in trials:
+                rf.append(line(0, k, success=k == 0))
+    expected = [("libero_10", 0, k) for k in range(4)]
+    report = merge(tmp_path / "out", [a, b], expected)
+    assert report["episodes"] == 3
+    assert report["duplicates"] == [["libero_10", 0, 1]]
+    assert report["missing"] == [["libero_10", 0, 3]]
+    assert [x["trial"] for x in read_results(tmp_path / "out" / "results.jsonl")] == [0, 1, 2]
+
+
+def test_report_cli_reprints_table(tmp_path):
+    with ResultsFile(tmp_path / "results.jsonl") as rf:
+        rf.append(line(0, 0, True))
+        rf.append(line(0, 1, False))
+    out = subprocess.run([sys.executable, "-m", "sim_client.cli", "report", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "1/2" in out.stdout and "50.0%" in out.stdout
+    missing = subprocess.run([sys.executable, "-m", "sim_client.cli", "report", str(tmp_path / "nope")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "no results file" in missing.stderr
+
+
+def _obs():
+    rng = np.random.default_rng(0)
+    return {"agentview_image": rng.integers(0, 255, (256, 256, 3), dtype=np.uint8),
+            "robot0_eye_in_hand_image": rng.integers(0, 255, (256, 256, 3), dtype=np.uint8),
+            "robot0_eef_pos": np.array([0.1, 0.2, 0.3]), "robot0_eef_quat": np.array([0.0, 0.0, 0.0, 1.0]),
+            "robot0_gripper_qpos": np.array([0.04, -0.04])}
+
+
+def test_request_follows_the_server_declaration():
+    obs = _obs()
+    sim_inputs = [{"key": k} for k in (*protocol.SIM_KEYS, "prompt")]
+    as_rendered = RequestBuilder({"inputs": sim_inputs, "image_orientation": "as_rendered"})
+    req = as_rendered.build(obs, "do it")
+    assert as_rendered.layout == "sim" and req["prompt"] == "do it"
+    assert np.array_equal(req["agentview_image"], obs["agentview_image"])
+    assert "replay_step" not in req
+    rotated = RequestBuilder({"inputs": sim_inputs, "image_orientation": "rotated_180"}).build(obs, "x")
+    assert np.array_equal(rotated["agentview_image"], obs["agentview_image"][::-1, ::-1])
+    # Only the cameras the server asks for are rendered and sent.
+    one_cam = RequestBuilder({"inputs": [{"key": "agentview_image"}, {"key": "robot0_eef_pos"},
+                                         {"key": "robot0_eef_quat"}, {"key": "robot0_gripper_qpos"}]})
+    assert one_cam.cameras == ("agentview_image",)
+    assert "robot0_eye_in_hand_image" not in one_cam.build(obs, "x")
+    # openpi's server declares nothing: openpi's keys, rotated, resized, 8-d state.
+    openpi = RequestBuilder({}, resize_size=224)
+    req = openpi.build(obs, "x")
+    assert openpi.layout == "openpi"
+    assert req["observation/image"].shape == (224, 224, 3) and req["observation/state"].shape == (8,)
+    assert np.array_equal(req["observation/image"], resize_with_pad(obs["agentview_image"][::-1, ::-1], 224))
+    replay = RequestBuilder({"inputs": sim_inputs, "scripted": "replay"}).build(obs, "x", step=30, replay_key="k")
+    assert replay["replay_step"] == 30 and replay["replay_key"] == "k"
+    with pytest.raises(ValueError, match="image_orientation"):
+        RequestBuilder({"inputs": sim_inputs, "image_orientation": "sideways"})
+
+
+def test_quat2axisangle():
+    assert np.allclose(quat2axisangle(np.array([0, 0, 0, 1.0])), 0)
+    half = np.sqrt(0.5)
+    assert np.allclose(quat2axisangle(np.array([0, 0, half, half])), [0, 0, np.pi / 2])
+
+
+def test_video_names_are_unique_and_mp4_decodes(tmp_path):
+    names = {video_name("libero_10", t, k, o, "put the bowl") for t in range(2) for k in range(2)
+             for o in ("success", "failure")}
+    assert len(names) == 8
+    frames = [np.full((64, 128, 3), i * 20, np.uint8) for i in range(6)]
+    path = write_mp4(tmp_path / names.pop(), frames)
+    import av
+
+    with av.open(str(path)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(decoded) == 6 and decoded[0].shape == (64, 128, 3)
+    assert abs(int(decoded[5].mean()) - 100) <= 3
