@@ -72,6 +72,18 @@ def _qkv(layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     return q, k, v
 
 
+def _kv(layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Keys (rotated) and values only: for a layer whose queries are not needed."""
+    from transformers.models.gemma.modeling_gemma import rotate_half
+
+    attn = layer.self_attn
+    shape = (*h.shape[:-1], -1, attn.head_dim)
+    k = attn.k_proj(h).view(shape).transpose(1, 2)
+    v = attn.v_proj(h).view(shape).transpose(1, 2)
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return k * cos + rotate_half(k) * sin, v
+
+
 def _attend(q, k, v, mask, scale):
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
     return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
@@ -124,6 +136,16 @@ class PI0FlowMatching(nn.Module):
             trainable += [] if freeze_llm_expert else ["llm_expert"]
             apply_lora(self, rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
                        target_modules=lora_target_modules or [], trainable_modules=trainable)
+        for module in self.unused_modules():
+            freeze(module)
+
+    def unused_modules(self) -> list[nn.Module]:
+        """Weights that cannot affect the actions: the VLM's final norm and its last layer's queries,
+        attention output and MLP (only that layer's keys/values are read by the expert). They stay in the state dict (so
+        checkpoints load whole) but are frozen and skipped, so DDP sees no parameter without a gradient."""
+        last = self.vlm_backbone.language_model.layers[-1]
+        return [self.vlm_backbone.language_model.norm, last.self_attn.q_proj, last.self_attn.o_proj,
+                last.post_attention_layernorm, last.mlp]
 
     # ---------------------------------------------------------------- construction
     def projector_names(self) -> tuple[str, ...]:
@@ -227,14 +249,21 @@ class PI0FlowMatching(nn.Module):
         cos, sin = self._rotary(prefix, pos)
         cp, sp, cs, ss = cos[:, :p], sin[:, :p], cos[:, p:], sin[:, p:]
         scale = vlm.layers[0].self_attn.scaling
-        for lv, le in zip(vlm.layers, exp.layers):
+        last = len(vlm.layers) - 1
+        for i, (lv, le) in enumerate(zip(vlm.layers, exp.layers)):
             xp, _ = _normed(lv.input_layernorm, prefix, None)
             xs, gate = _normed(le.input_layernorm, suffix, cond)
-            qp, kp, vp = _qkv(lv, xp, cp, sp)
             qs, ks, vs = _qkv(le, xs, cs, ss)
-            out = _attend(torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2), mask, scale)
-            prefix = _mlp_block(lv, prefix + lv.self_attn.o_proj(out[:, :p]), None)
-            suffix = _mlp_block(le, _residual(suffix, le.self_attn.o_proj(out[:, p:]), gate), cond)
+            if i < last:
+                qp, kp, vp = _qkv(lv, xp, cp, sp)
+                k, v = torch.cat([kp, ks], 2), torch.cat([vp, vs], 2)
+                out = _attend(torch.cat([qp, qs], 2), k, v, mask, scale)
+                prefix = _mlp_block(lv, prefix + lv.self_attn.o_proj(out[:, :p]), None)
+                out = out[:, p:]
+            else:  # the prefix's last output is never read: its keys/values serve the suffix queries only
+                kp, vp = _kv(lv, xp, cp, sp)
+                out = _attend(qs, torch.cat([kp, ks], 2), torch.cat([vp, vs], 2), mask[:, :, p:], scale)
+            suffix = _mlp_block(le, _residual(suffix, le.self_attn.o_proj(out), gate), cond)
         return _normed(exp.norm, suffix, cond)[0]
 
     def _prefix_cache(self, prefix, prefix_valid, extra: int):
@@ -249,7 +278,7 @@ class PI0FlowMatching(nn.Module):
         last = len(vlm.layers) - 1
         for i, layer in enumerate(vlm.layers):
             x = layer.input_layernorm(prefix)
-            q, k, v = _qkv(layer, x, cos, sin)
+            q, k, v = _qkv(layer, x, cos, sin) if i < last else (None, *_kv(layer, x, cos, sin))
             kbuf = k.new_empty(b, k.shape[1], p + extra, k.shape[3])
             vbuf = torch.empty_like(kbuf)
             kbuf[:, :, :p], vbuf[:, :, :p] = k, v
