@@ -58,7 +58,8 @@ class BaseTrainRunner:
                  sampler: Any = None, tokenizer: Any = None, enable_gradient_checkpointing: bool = False,
                  enable_mixed_precision_training: bool = False, mixed_precision_dtype: str = "bf16",
                  sharding_strategy: str = "full-shard", change_key_name: bool = False, seed: int = 42,
-                 keep_train_states: int = 2, resume: bool = False, dist_info: DistInfo | None = None):
+                 keep_train_states: int = 2, find_unused_parameters: bool = False, resume: bool = False,
+                 dist_info: DistInfo | None = None):
         where = f"{getattr(config, 'filename', None) or 'config'}: runner"
         if lr_scheduler_type not in SCHEDULERS:
             raise ConfigError(f"{where}.lr_scheduler_type: {lr_scheduler_type!r} is not one of {SCHEDULERS}")
@@ -102,6 +103,7 @@ class BaseTrainRunner:
         self.change_key_name = bool(change_key_name)
         self.seed = int(seed)
         self.keep_train_states = int(keep_train_states)
+        self.find_unused_parameters = bool(find_unused_parameters)
         self.resume = bool(resume)
         self.dist = dist_info or init_distributed()
 
@@ -364,15 +366,10 @@ class BaseTrainRunner:
 
 @register
 class DDPTrainRunner(BaseTrainRunner):
-    """DistributedDataParallel (gloo on CPU, NCCL on GPU). `sharding_strategy` is accepted and unused.
-
-    `find_unused_parameters` is for models whose trainable parameters do not all take part in
-    every forward.
+    """DistributedDataParallel (gloo on CPU, NCCL on GPU). `sharding_strategy` is accepted and unused
+    (the seed's LoRA config keeps the full-finetune runner keys); `find_unused_parameters` is for
+    models whose trainable parameters do not all take part in every forward.
     """
-
-    def __init__(self, *args, find_unused_parameters: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.find_unused_parameters = bool(find_unused_parameters)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         if not self.dist.distributed:

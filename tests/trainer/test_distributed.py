@@ -59,6 +59,7 @@ def test_two_processes_match_one(train_data, single, tmp_path, runner):
     _assert_same_training(work_dir, single)
 
 
+@pytest.mark.slow  # the 2-process FSDP test covers the same code; this adds the group-of-one path
 def test_fsdp_one_process_matches_ddp(train_data, single, tmp_path):
     work_dir = tmp_path / "wd"
     proc = run_train(work_dir, data_options(train_data) + ONE_EPOCH + ["runner.type=FSDPTrainRunner"])
@@ -99,3 +100,12 @@ def test_train_sh_rejects_bad_variables(tmp_path, var, value):
     proc = subprocess.run(["bash", str(REPO / "scripts/train.sh"), str(CONFIG), str(tmp_path / "wd")], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "MLP_" in proc.stderr
+
+
+def test_accumulation_matches_a_bigger_micro_batch(train_data, single, tmp_path):
+    """per-device 4 x accumulation 1 == per-device 2 x accumulation 2 (the `single` run)."""
+    work_dir = tmp_path / "wd"
+    proc = run_train(work_dir, data_options(train_data) + ONE_EPOCH + ["train_dataloader.per_device_batch_size=4"])
+    assert proc.returncode == 0, proc.stderr
+    assert "accumulation 1" in proc.stderr
+    _assert_same_training(work_dir, single)
