@@ -319,7 +319,7 @@ class BaseTrainRunner:
                 loss = float(all_reduce_mean(loss_sum / accumulation))
                 elapsed = time.perf_counter() - started
                 record = metric.log(step=step, epoch=epoch, loss=loss, lr=lr, grad_norm=grad_norm,
-                                    samples_per_s=global_batch / max(elapsed, 1e-9))
+                                    samples_per_s=global_batch / max(elapsed, 1e-9), time=time.time())
                 progress.update(1)
                 progress.set_postfix(loss=f"{record['loss_smoothed']:.4f}", lr=f"{lr:.2e}", refresh=False)
                 epoch_ends = step_in_epoch == steps_per_epoch
