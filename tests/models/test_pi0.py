@@ -160,3 +160,24 @@ def test_bad_config_and_input_are_named():
     batch["actions"] = batch["actions"][:, :2]
     with pytest.raises(ValueError, match=r"batch\['actions'\]"):
         model(batch)
+
+
+def test_cached_inference_weights_follow_updates():
+    """sample_actions caches per-layer weights; an optimizer step or load_state_dict must show up."""
+    torch.manual_seed(0)
+    model = build(tiny_pi0_cfg()).eval()
+    other = build(tiny_pi0_cfg()).eval()
+    batch, noise = make_batch(batch_size=1), torch.randn(1, CHUNK, ACTION_DIM)
+    with torch.no_grad():
+        model.sample_actions(batch, num_steps=2, noise=noise)  # fills the cache
+        model.load_state_dict(other.state_dict())
+        torch.testing.assert_close(model.sample_actions(batch, num_steps=2, noise=noise),
+                                   other.sample_actions(batch, num_steps=2, noise=noise))
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(make_batch())["loss"].backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        x = model.sample_actions(batch, num_steps=1, noise=noise)
+        torch.testing.assert_close(x, noise - model.velocity(batch, noise, torch.ones(1)), atol=1e-5, rtol=1e-5)

@@ -78,4 +78,8 @@ def merge_lora(model: nn.Module) -> nn.Module:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, module.get_base_layer())
+    for m in model.modules():  # weights changed without a version bump: drop cached inference weights
+        cache = getattr(m, "_ops_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
     return model

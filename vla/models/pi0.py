@@ -31,6 +31,7 @@ from torch import nn
 
 from vla.config import build, register
 from vla.models.loading import LoadReport, load_weights
+from vla.models.gemma_ops import final_norm, layer_ops, residual
 from vla.models.lora import apply_lora, freeze
 from vla.models.paligemma import GemmaLLMBackbone, PaliGemma  # noqa: F401  (registers both)
 from vla.models.projector import LinearProjector  # noqa: F401  (registers it)
@@ -45,53 +46,22 @@ def sinusoidal_time_embedding(t: torch.Tensor, dim: int, min_period: float, max_
     return torch.cat([angle.sin(), angle.cos()], dim=-1)
 
 
-def _rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
-
-    return apply_rotary_pos_emb(q, k, cos, sin)
-
-
-def _normed(module: nn.Module, h: torch.Tensor, cond: torch.Tensor | None):
-    """(normalised h, residual gate or None): plain RMSNorm, or π0.5's adaptive one when `cond` is given."""
-    if cond is None:
-        return module(h), None
-    return module(h, cond)
-
-
-def _residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
-    return x + y if gate is None else x + y * gate
-
-
-def _qkv(layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    attn = layer.self_attn
-    shape = (*h.shape[:-1], -1, attn.head_dim)
-    q = attn.q_proj(h).view(shape).transpose(1, 2)
-    k = attn.k_proj(h).view(shape).transpose(1, 2)
-    v = attn.v_proj(h).view(shape).transpose(1, 2)
-    q, k = _rope(q, k, cos, sin)
-    return q, k, v
-
-
-def _kv(layer: nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Keys (rotated) and values only: for a layer whose queries are not needed."""
-    from transformers.models.gemma.modeling_gemma import rotate_half
-
-    attn = layer.self_attn
-    shape = (*h.shape[:-1], -1, attn.head_dim)
-    k = attn.k_proj(h).view(shape).transpose(1, 2)
-    v = attn.v_proj(h).view(shape).transpose(1, 2)
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return k * cos + rotate_half(k) * sin, v
-
-
 def _attend(q, k, v, mask, scale):
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
     return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
 
 
-def _mlp_block(layer: nn.Module, h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-    x, gate = _normed(layer.post_attention_layernorm, h, cond)
-    return _residual(h, layer.mlp(x), gate)
+def _mlp_block(ops, h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    x, gate = ops.norm2(h, cond)
+    return residual(h, ops.mlp(x), gate)
+
+
+def _fsdp_managed(model: nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2
+        return False
+    return isinstance(model, FSDPModule)
 
 
 def _as_module(value: Any, name: str) -> nn.Module:
@@ -111,6 +81,7 @@ class PI0FlowMatching(nn.Module):
                  min_period: float = 4e-3, max_period: float = 4.0,
                  time_beta_alpha: float = 1.5, time_beta_beta: float = 1.0):
         super().__init__()
+        self._ops_cache: dict[str, tuple] = {}
         self.vlm_backbone = _as_module(vlm_backbone, "vlm_backbone")
         self.llm_expert = _as_module(llm_expert, "llm_expert")
         self.proj_width = int(proj_width)
@@ -227,6 +198,23 @@ class PI0FlowMatching(nn.Module):
         te = self.time_embedding(t).to(a.dtype)[:, None, :].expand_as(a)
         return self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([a, te], dim=-1)))), None
 
+    def _step_embedder(self, times: torch.Tensor):
+        """f(x_t, step) -> embed_actions(x_t, times[step]) for a known time grid: the time half of
+        action_time_mlp_in is computed for every step at once (same math, fewer ops per step)."""
+        te = self.time_embedding(times)
+        lin = self.action_time_mlp_in.projector
+        if type(lin) is not nn.Linear:  # e.g. a LoRA wrapper: take the plain route
+            return lambda x, i: self.embed_actions(x, times[i].expand(x.shape[0]))
+        w = self.proj_width
+        time_part = F.linear(te.to(lin.weight.dtype), lin.weight[:, w:], lin.bias)  # [steps, width]
+        w_action = lin.weight[:, :w]
+
+        def embed(x: torch.Tensor, i: int):
+            h = F.linear(self.action_in_proj(x), w_action) + time_part[i]
+            return self.action_time_mlp_out(F.silu(h)), None
+
+        return embed
+
     def embed_state(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.state_proj(batch["states"].to(self.state_proj.projector.weight.dtype))[:, None, :]
 
@@ -235,7 +223,27 @@ class PI0FlowMatching(nn.Module):
         return self.vlm_backbone.language_model, self.llm_expert.language_model
 
     def _rotary(self, h: torch.Tensor, positions: torch.Tensor):
-        return self.vlm_backbone.language_model.rotary_emb(h, positions)
+        """RoPE cos/sin [B, 1, T, head_dim] (one head axis to broadcast over)."""
+        cos, sin = self.vlm_backbone.language_model.rotary_emb(h, positions)
+        return cos[:, None], sin[:, None]
+
+    def _inference_ops(self, stack: str):
+        """Per-layer ops (+ final norm) for sampling. Cached: rebuilt when a weight is updated in place
+        (`_version`, e.g. an optimizer step or load_state_dict), after `.to()`, or after merge_lora."""
+        module = self._stacks()[0 if stack == "vlm" else 1]
+        if _fsdp_managed(self):  # FSDP refills gathered weights in place: never cache, call the modules
+            return [layer_ops(layer, fast=False) for layer in module.layers], final_norm(module.norm, fast=False)
+        cached = self._ops_cache.get(stack)
+        if cached is not None and cached[1] == tuple(p._version for p in cached[0]):
+            return cached[2]
+        params = list(module.parameters())
+        ops = ([layer_ops(layer) for layer in module.layers], final_norm(module.norm))
+        self._ops_cache[stack] = (params, tuple(p._version for p in params), ops)
+        return ops
+
+    def _apply(self, fn, *args, **kwargs):
+        self._ops_cache.clear()  # .to() / .float() may swap parameter storage
+        return super()._apply(fn, *args, **kwargs)
 
     def _joint_forward(self, prefix, prefix_valid, suffix, suffix_blocks, cond):
         """Training pass over [prefix, suffix]; returns the expert's normalised suffix output."""
@@ -247,24 +255,24 @@ class PI0FlowMatching(nn.Module):
         mask = (blocks[None, :, None] >= blocks[None, None, :]) & key_valid[:, None, :]
         mask = mask[:, None]
         cos, sin = self._rotary(prefix, pos)
-        cp, sp, cs, ss = cos[:, :p], sin[:, :p], cos[:, p:], sin[:, p:]
+        cp, sp, cs, ss = cos[:, :, :p], sin[:, :, :p], cos[:, :, p:], sin[:, :, p:]
         scale = vlm.layers[0].self_attn.scaling
         last = len(vlm.layers) - 1
         for i, (lv, le) in enumerate(zip(vlm.layers, exp.layers)):
-            xp, _ = _normed(lv.input_layernorm, prefix, None)
-            xs, gate = _normed(le.input_layernorm, suffix, cond)
-            qs, ks, vs = _qkv(le, xs, cs, ss)
+            ov, oe = layer_ops(lv, fast=False), layer_ops(le, fast=False)  # modules: autograd, LoRA, FSDP
+            xp, _ = ov.norm1(prefix, None)
+            xs, gate = oe.norm1(suffix, cond)
+            qs, ks, vs = oe.qkv(xs, cs, ss)
             if i < last:
-                qp, kp, vp = _qkv(lv, xp, cp, sp)
-                k, v = torch.cat([kp, ks], 2), torch.cat([vp, vs], 2)
-                out = _attend(torch.cat([qp, qs], 2), k, v, mask, scale)
-                prefix = _mlp_block(lv, prefix + lv.self_attn.o_proj(out[:, :p]), None)
+                qp, kp, vp = ov.qkv(xp, cp, sp)
+                out = _attend(torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2), mask, scale)
+                prefix = _mlp_block(ov, prefix + ov.o(out[:, :p]), None)
                 out = out[:, p:]
             else:  # the prefix's last output is never read: its keys/values serve the suffix queries only
-                kp, vp = _kv(lv, xp, cp, sp)
+                kp, vp = ov.kv(xp, cp, sp)
                 out = _attend(qs, torch.cat([kp, ks], 2), torch.cat([vp, vs], 2), mask[:, :, p:], scale)
-            suffix = _mlp_block(le, _residual(suffix, le.self_attn.o_proj(out), gate), cond)
-        return _normed(exp.norm, suffix, cond)[0]
+            suffix = _mlp_block(oe, residual(suffix, oe.o(out), gate), cond)
+        return final_norm(exp.norm, fast=False)(suffix, cond)[0]
 
     def _prefix_cache(self, prefix, prefix_valid, extra: int):
         """Per-layer key/value buffers [B, kv_heads, P + extra, head_dim] with the prefix filled in."""
@@ -276,30 +284,32 @@ class PI0FlowMatching(nn.Module):
         scale = vlm.layers[0].self_attn.scaling
         caches = []
         last = len(vlm.layers) - 1
-        for i, layer in enumerate(vlm.layers):
-            x = layer.input_layernorm(prefix)
-            q, k, v = _qkv(layer, x, cos, sin) if i < last else (None, *_kv(layer, x, cos, sin))
+        for i, ops in enumerate(self._inference_ops("vlm")[0]):
+            x, _ = ops.norm1(prefix, None)
+            q, k, v = ops.qkv(x, cos, sin) if i < last else (None, *ops.kv(x, cos, sin))
             kbuf = k.new_empty(b, k.shape[1], p + extra, k.shape[3])
             vbuf = torch.empty_like(kbuf)
             kbuf[:, :, :p], vbuf[:, :, :p] = k, v
             caches.append((kbuf, vbuf))
             if i < last:  # the last layer's output is never read: only its keys/values are
-                prefix = _mlp_block(layer, prefix + layer.self_attn.o_proj(_attend(q, k, v, mask, scale)), None)
+                prefix = _mlp_block(ops, prefix + ops.o(_attend(q, k, v, mask, scale)), None)
         return caches
 
-    def _suffix_with_cache(self, h, caches, offset, mask, cos, sin, cond):
-        """Expert layers for tokens at cache slots [offset, offset + S), attending every slot before them."""
+    def _suffix_with_cache(self, h, caches, offset, mask, cos, sin, cond, ops=None):
+        """Expert layers for tokens at cache slots [offset, offset + S), attending every slot before them.
+        `ops` = (per-layer ops, final norm) from `_inference_ops('expert')`."""
         _, exp = self._stacks()
+        layers, norm = ops or self._inference_ops("expert")
         end = offset + h.shape[1]
         scale = exp.layers[0].self_attn.scaling
         sub_mask = None if mask is None else mask[..., :end]
-        for layer, (kbuf, vbuf) in zip(exp.layers, caches):
-            x, gate = _normed(layer.input_layernorm, h, cond)
-            q, k, v = _qkv(layer, x, cos, sin)
+        for op, (kbuf, vbuf) in zip(layers, caches):
+            x, gate = op.norm1(h, cond)
+            q, k, v = op.qkv(x, cos, sin)
             kbuf[:, :, offset:end], vbuf[:, :, offset:end] = k, v
             out = _attend(q, kbuf[:, :, :end], vbuf[:, :, :end], sub_mask, scale)
-            h = _mlp_block(layer, _residual(h, layer.self_attn.o_proj(out), gate), cond)
-        return _normed(exp.norm, h, cond)[0]
+            h = _mlp_block(op, residual(h, op.o(out), gate), cond)
+        return norm(h, cond)[0]
 
     # ---------------------------------------------------------------- public API
     def _suffix_prefix_tokens(self, batch) -> list[torch.Tensor]:
@@ -354,19 +364,20 @@ class PI0FlowMatching(nn.Module):
         mask = None if bool(key_valid.all()) else key_valid[:, None, None, :]
         start = valid.long().sum(1, keepdim=True)  # suffix positions continue after the valid prefix tokens
         offset = p
+        ops = self._inference_ops("expert")
         for h in head:  # state token(s): they never see the actions, so they are computed once
             pos = start + (offset - p) + torch.arange(h.shape[1], device=h.device)
             cos, sin = self._rotary(h, pos)
-            self._suffix_with_cache(h.to(prefix.dtype), caches, offset, mask, cos, sin, None)
+            self._suffix_with_cache(h.to(prefix.dtype), caches, offset, mask, cos, sin, None, ops)
             offset += h.shape[1]
         pos = start + n_head + torch.arange(c, device=prefix.device)
         cos, sin = self._rotary(prefix, pos)
         x = torch.randn(b, c, self.action_dim, device=prefix.device) if noise is None else noise.float()
         dt = -1.0 / steps
+        embed = self._step_embedder(torch.tensor([1.0 + i * dt for i in range(steps)], device=prefix.device))
         for i in range(steps):
-            t = torch.full((b,), 1.0 + i * dt, dtype=torch.float32, device=prefix.device)
-            tokens, cond = self.embed_actions(x.to(prefix.dtype), t)
-            out = self._suffix_with_cache(tokens, caches, offset, mask, cos, sin, cond)
+            tokens, cond = embed(x.to(prefix.dtype), i)
+            out = self._suffix_with_cache(tokens, caches, offset, mask, cos, sin, cond, ops)
             x = x + dt * self.action_out_proj(out).float()
         return x
 

@@ -97,5 +97,11 @@ class PI05FlowMatching(PI0FlowMatching):
         cond = F.silu(self.action_time_mlp_out(F.silu(self.action_time_mlp_in(te))))
         return tokens, cond
 
+    def _step_embedder(self, times: torch.Tensor):
+        """The adaRMS conditioning depends on t only: compute it for every step of the grid at once."""
+        te = self.time_embedding(times).to(self.action_time_mlp_in.projector.weight.dtype)
+        cond = F.silu(self.action_time_mlp_out(F.silu(self.action_time_mlp_in(te))))  # [steps, width]
+        return lambda x, i: (self.action_in_proj(x), cond[i].expand(x.shape[0], -1))
+
     def _suffix_prefix_tokens(self, batch) -> list[torch.Tensor]:
         return []  # the state is in the prompt
