@@ -181,3 +181,23 @@ def test_cached_inference_weights_follow_updates():
     with torch.no_grad():
         x = model.sample_actions(batch, num_steps=1, noise=noise)
         torch.testing.assert_close(x, noise - model.velocity(batch, noise, torch.ones(1)), atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(monkeypatch):
+    import torch.utils.checkpoint as ckpt_mod
+
+    calls = []
+    real = ckpt_mod.checkpoint
+    monkeypatch.setattr(ckpt_mod, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    plain, ckpt = build(tiny_pi0_cfg()), build(tiny_pi0_cfg())
+    ckpt.load_state_dict(plain.state_dict())
+    ckpt.gradient_checkpointing_enable()
+    batch, noise, t = make_batch(), torch.randn(2, CHUNK, ACTION_DIM), torch.tensor([0.4, 0.6])
+    for model in (plain, ckpt):
+        model(batch, noise=noise, time=t)["loss"].backward()
+    assert len(calls) >= 2  # both shared-attention layer pairs were checkpointed
+    grads = dict(plain.named_parameters())
+    for name, p in ckpt.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, grads[name].grad, atol=1e-6, rtol=1e-5)

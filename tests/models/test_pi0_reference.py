@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 
 from vla.config import build
 from vla.models.loading import load_weights
 
-from .conftest import ACTION_DIM, CHUNK, STATE_DIM, TINY_EXPERT, TINY_VLM, VOCAB, make_batch, tiny_pi0_cfg
+from .conftest import ACTION_DIM, CHUNK, STATE_DIM, TINY_EXPERT, TINY_VLM, make_batch, tiny_pi0_cfg
 
 # Our key prefix -> transformers PI0ForConditionalGeneration key prefix.
 TRANSFORMERS_PI0_MAPPING = {

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from vla.config import build, register
@@ -82,6 +83,7 @@ class PI0FlowMatching(nn.Module):
                  time_beta_alpha: float = 1.5, time_beta_beta: float = 1.0):
         super().__init__()
         self._ops_cache: dict[str, tuple] = {}
+        self.gradient_checkpointing = False
         self.vlm_backbone = _as_module(vlm_backbone, "vlm_backbone")
         self.llm_expert = _as_module(llm_expert, "llm_expert")
         self.proj_width = int(proj_width)
@@ -162,6 +164,13 @@ class PI0FlowMatching(nn.Module):
         (most of its weights); attention weights and norms stay with the root."""
         vlm, exp = self._stacks()
         return [self.vlm_backbone.vlm.model.vision_tower] + [layer.mlp for layer in (*vlm.layers, *exp.layers)]
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each shared-attention layer pair (and SigLIP's layers) in backward instead of storing
+        their activations (the runner's `enable_gradient_checkpointing`)."""
+        self.gradient_checkpointing = True
+        self.vlm_backbone.vlm.model.vision_tower.vision_model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
 
     def load_pretrained(self) -> LoadReport | None:
         if not self.pretrained_name_or_path:
@@ -258,8 +267,10 @@ class PI0FlowMatching(nn.Module):
         cp, sp, cs, ss = cos[:, :, :p], sin[:, :, :p], cos[:, :, p:], sin[:, :, p:]
         scale = vlm.layers[0].self_attn.scaling
         last = len(vlm.layers) - 1
-        for i, (lv, le) in enumerate(zip(vlm.layers, exp.layers)):
-            ov, oe = layer_ops(lv, fast=False), layer_ops(le, fast=False)  # modules: autograd, LoRA, FSDP
+
+        def layer_pair(i: int, prefix: torch.Tensor, suffix: torch.Tensor):
+            ov = layer_ops(vlm.layers[i], fast=False)  # module calls: autograd, LoRA, FSDP hooks
+            oe = layer_ops(exp.layers[i], fast=False)
             xp, _ = ov.norm1(prefix, None)
             xs, gate = oe.norm1(suffix, cond)
             qs, ks, vs = oe.qkv(xs, cs, ss)
@@ -271,7 +282,13 @@ class PI0FlowMatching(nn.Module):
             else:  # the prefix's last output is never read: its keys/values serve the suffix queries only
                 kp, vp = ov.kv(xp, cp, sp)
                 out = _attend(qs, torch.cat([kp, ks], 2), torch.cat([vp, vs], 2), mask[:, :, p:], scale)
-            suffix = _mlp_block(oe, residual(suffix, oe.o(out), gate), cond)
+            return prefix, _mlp_block(oe, residual(suffix, oe.o(out), gate), cond)
+
+        for i in range(len(vlm.layers)):
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                prefix, suffix = torch.utils.checkpoint.checkpoint(layer_pair, i, prefix, suffix, use_reentrant=False)
+            else:
+                prefix, suffix = layer_pair(i, prefix, suffix)
         return final_norm(exp.norm, fast=False)(suffix, cond)[0]
 
     def _prefix_cache(self, prefix, prefix_valid, extra: int):
