@@ -102,8 +102,9 @@ def plot_success(summary: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(tasks) + 2), 3.5))
     xs = range(len(tasks))
     rates = [100 * (t["rate"] or 0.0) for t in tasks]
-    err_lo = [r - 100 * t["ci95"][0] for r, t in zip(rates, tasks)]
-    err_hi = [100 * t["ci95"][1] - r for r, t in zip(rates, tasks)]
+    # Clamped: rounding can put an interval end a hair inside the rate (matplotlib rejects < 0).
+    err_lo = [max(0.0, r - 100 * t["ci95"][0]) for r, t in zip(rates, tasks)]
+    err_hi = [max(0.0, 100 * t["ci95"][1] - r) for r, t in zip(rates, tasks)]
     ax.bar(xs, rates, yerr=[err_lo, err_hi], capsize=3, color="#4c72b0")
     ax.set_xticks(list(xs), [f"{t['suite'].replace('libero_', '')}/{t['task_id']}" for t in tasks],
                   rotation=45, ha="right", fontsize=8)

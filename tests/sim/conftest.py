@@ -72,3 +72,17 @@ def no_torch_env() -> dict[str, str]:
 
 def sim_client_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "sim_client.cli", *args]
+
+
+DEMO = Path(__file__).parent / "fixtures" / "close_drawer_demo.json"
+
+
+def demo() -> dict:
+    """The scripted demonstration (tests/sim/make_demo.py): libero_90 task 0, trial 0, 50 steps."""
+    import json
+
+    return json.loads(DEMO.read_text())
+
+
+def replay_key(d: dict) -> str:
+    return f"{d['suite']}/{d['task_id']}/{d['trial']}"

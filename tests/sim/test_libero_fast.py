@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.sim.conftest import no_torch_env, server_url, sim_client_cmd, start_policy_server
+from tests.sim.conftest import demo, no_torch_env, replay_key, server_url, sim_client_cmd, start_policy_server
 
 pytestmark = pytest.mark.libero
 
@@ -39,13 +39,15 @@ def test_suites_and_unknown_suite_message(libero):
     assert "unknown LIBERO suite 'libero_11'" in out.stderr and "libero_spatial" in out.stderr
 
 
-def test_torch_free_episode_over_grpc(libero, tmp_path):
-    """The CLI, with `import torch` failing in it and its workers, runs a real episode against a server."""
-    server = start_policy_server("noop", chunk_length=10)
+def test_torch_free_replay_episode_over_grpc_succeeds(libero, tmp_path):
+    """The CLI, with `import torch` failing in it and its workers, runs a real episode against a
+    scripted replay server over gRPC and measures success (the no-op twin in test_libero_episodes fails)."""
+    d = demo()
+    server = start_policy_server("replay", chunk_length=10, sequences={replay_key(d): d["actions"]})
     try:
         out = subprocess.run(
-            sim_client_cmd("--suite", "libero_10", "--tasks", "0", "--trials", "1", "--max-steps", "20",
-                           "--num-steps-wait", "5", "--server", server_url(server, "grpc"), "--out", str(tmp_path),
+            sim_client_cmd("--suite", d["suite"], "--tasks", str(d["task_id"]), "--trials", "1", "--max-steps", "80",
+                           "--server", server_url(server, "grpc"), "--out", str(tmp_path),
                            "--renderer", libero, "--no-progress"),
             capture_output=True, text=True, timeout=300, env=no_torch_env())
     finally:
@@ -55,13 +57,15 @@ def test_torch_free_episode_over_grpc(libero, tmp_path):
     assert len(lines) == 1
     ep = lines[0]
     assert ep["error"] is None, ep.get("traceback")
-    assert (ep["suite"], ep["task_id"], ep["trial"], ep["seed"]) == ("libero_10", 0, 0, 7)
-    assert ep["success"] is False and ep["steps"] == 20 and ep["queries"] == 2
-    assert ep["model_version"] == "scripted-noop-1" and ep["latency_ms"] > 0
+    assert (ep["suite"], ep["task_id"], ep["trial"], ep["seed"]) == (d["suite"], d["task_id"], 0, 7)
+    assert ep["task"] == "close the top drawer of the cabinet"
+    assert ep["success"] is True and ep["steps"] == len(d["actions"]) and ep["queries"] == 5
+    assert ep["model_version"] == "scripted-replay-1" and ep["latency_ms"] > 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["renderer"] == libero and summary["overall"]["failures"] == 1
+    assert summary["renderer"] == libero and summary["overall"]["successes"] == 1
+    assert summary["overall"]["errors"] == 0 and summary["complete"] is True
     assert (tmp_path / "success_by_task.png").stat().st_size > 1000
-    assert "0/1" in out.stdout
+    assert "1/1" in out.stdout
 
 
 def _drive(env, init_state, actions, wait, chunk, query_cams):

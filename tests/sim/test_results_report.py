@@ -44,6 +44,8 @@ def test_errors_are_counted_apart_from_failures(tmp_path):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["renderer"] == "egl" and on_disk["overall"]["successes"] == 2 == summary["overall"]["successes"]
     png = (tmp_path / "success_by_task.png").read_bytes()
+    # All-failure and all-success tasks put an interval end on the rate: the plot must still draw.
+    write_report(tmp_path, [line(0, k) for k in range(3)] + [line(1, k, True) for k in range(7)])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
