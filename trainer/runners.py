@@ -393,8 +393,9 @@ class FSDPTrainRunner(BaseTrainRunner):
     Blocks are the model's `fsdp_units()` if it has that method, else every element of its
     `nn.ModuleList`s (transformer layers). `sharding_strategy`: full-shard reshards parameters
     after forward, shard-grad-op keeps them gathered until backward, no-shard replicates
-    (HSDP with a shard group of one). Mixed precision keeps fp32 master weights and reduces
-    gradients in fp32.
+    (HSDP with a shard group of one). Mixed precision gathers parameters in the low dtype, keeps
+    fp32 master weights, reduces gradients in fp32, and runs forward under autocast too: models
+    make fp32 tensors mid-forward (noise, sinusoidal time embeddings) that meet bf16 weights.
     """
 
     def wrap(self, model: nn.Module) -> nn.Module:
@@ -416,9 +417,6 @@ class FSDPTrainRunner(BaseTrainRunner):
             fully_shard(unit, **kwargs)
         fully_shard(model, **kwargs)
         return model
-
-    def autocast(self):
-        return contextlib.nullcontext()  # FSDP2's MixedPrecisionPolicy casts parameters itself
 
     def no_sync(self, model: nn.Module, skip_sync: bool):
         model.set_requires_gradient_sync(not skip_sync)

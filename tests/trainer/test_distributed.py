@@ -102,6 +102,7 @@ def test_train_sh_rejects_bad_variables(tmp_path, var, value):
     assert proc.returncode == 2 and "MLP_" in proc.stderr
 
 
+@pytest.mark.slow  # the 2-process tests already compare accumulation 2 (one process) with accumulation 1
 def test_accumulation_matches_a_bigger_micro_batch(train_data, single, tmp_path):
     """per-device 4 x accumulation 1 == per-device 2 x accumulation 2 (the `single` run)."""
     work_dir = tmp_path / "wd"
