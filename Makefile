@@ -8,7 +8,7 @@ PIP := $(VPY) -m pip --disable-pip-version-check -q
 TORCH_VERSION := 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help install sim test test-slow demo bench proto clean
+.PHONY: help install sim deploy-tools test test-slow demo bench proto images clean
 
 help:
 	@echo "make demo       end-to-end demo on a dataset it records itself (train -> serve -> evaluate)"
@@ -16,6 +16,8 @@ help:
 	@echo "make test-slow  the slow tests only"
 	@echo "make bench      run benchmarks/ and print their RESULT lines"
 	@echo "make sim        install the LIBERO simulator (no torch) and its headless rendering libraries"
+	@echo "make deploy-tools  install the validators the deploy tests use (docker-compose, promtool, hadolint, kubernetes-validate)"
+	@echo "make images     build the three service images (needs a Docker engine)"
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +35,15 @@ $(VENV)/.stamp-sim: scripts/install_sim.sh $(VENV)/.stamp-project
 	VENV=$(VENV) bash scripts/install_sim.sh
 	touch $@
 
+$(VENV)/.stamp-deploy: scripts/install_deploy_tools.sh $(VENV)/.stamp-project
+	VENV=$(VENV) bash scripts/install_deploy_tools.sh
+	touch $@
+
 install: $(VENV)/.stamp-project
 sim: $(VENV)/.stamp-sim
+deploy-tools: $(VENV)/.stamp-deploy
 
-test: $(VENV)/.stamp-project $(VENV)/.stamp-sim
+test: $(VENV)/.stamp-project $(VENV)/.stamp-sim $(VENV)/.stamp-deploy
 	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.stamp-project $(VENV)/.stamp-sim
@@ -50,6 +57,11 @@ bench: $(VENV)/.stamp-project $(VENV)/.stamp-sim
 
 proto: $(VENV)/.stamp-project
 	VENV=$(VENV) bash scripts/gen_proto.sh
+
+images:
+	docker build -f services/trainer/Dockerfile -t vla-libero/trainer:0.1.0 .
+	docker build -f services/policy_server/Dockerfile -t vla-libero/policy-server:0.1.0 .
+	docker build -f services/sim_client/Dockerfile -t vla-libero/sim-client:0.1.0 .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
