@@ -3,11 +3,16 @@
 A transport thread validates a request, then `submit()`s it and waits on the returned
 Future (gRPC threads block on it; the asyncio side awaits it via asyncio.wrap_future).
 The worker takes the oldest request, keeps collecting until `max_batch_size` requests are
-in hand or `max_queue_delay_ms` has passed since that oldest one arrived, drops the ones
+in hand or `max_queue_delay_ms` has passed since that oldest one arrived or the worker came
+free (whichever is later: the delay is how long an idle worker waits to fill a batch), drops the ones
 whose deadline already passed (DEADLINE_EXCEEDED), and runs `policy.infer_batch` once.
 
 A full queue refuses at once with RESOURCE_EXHAUSTED (back-pressure, not latency);
 a draining or not-yet-ready batcher refuses with UNAVAILABLE.
+
+Fast path (`infer_inline`, blocking callers only): when batching is off (`max_queue_delay_ms=0`
+or `max_batch_size=1`) and the batcher is idle, the calling thread runs the batch of one
+itself, saving two thread hand-offs. A compute lock keeps the policy single-threaded either way.
 """
 from __future__ import annotations
 
@@ -70,6 +75,7 @@ class Batcher:
         self._accepting = False
         self._ready = threading.Event()
         self._busy = 0          # requests taken off the queue and not yet answered
+        self._compute_lock = threading.Lock()   # one batch at a time, whoever runs it
         self._thread: threading.Thread | None = None
         self.warmup_s = 0.0
 
@@ -134,6 +140,26 @@ class Batcher:
             self._cond.notify()
         return item.future
 
+    def infer_inline(self, obs: dict[str, Any], request_id: str = "", deadline: float | None = None) -> Reply | None:
+        """Run one request on the calling thread if batching is off and nothing else is pending;
+        None means "not now": submit() it instead."""
+        cfg = self.config
+        if cfg.max_queue_delay_ms > 0 and cfg.max_batch_size > 1:
+            return None
+        with self._cond:
+            if not self._accepting or self._queue or self._busy:
+                return None
+            if not self._compute_lock.acquire(blocking=False):
+                return None
+            self._busy += 1
+        item = _Item(obs, request_id, deadline)
+        try:
+            self._compute([item], time.monotonic())
+        finally:
+            self._compute_lock.release()
+            self._done(1)
+        return item.future.result(0)
+
     def infer(self, obs: dict[str, Any], request_id: str = "", timeout_s: float | None = None) -> Reply:
         """Submit and wait (for in-process callers and tests)."""
         deadline = time.monotonic() + timeout_s if timeout_s else None
@@ -169,13 +195,17 @@ class Batcher:
 
     def _collect(self) -> list[_Item] | None:
         cfg = self.config
+        free_at = time.monotonic()
         with self._cond:
             while not self._queue:
                 if self._stopping:
                     return None
                 self._cond.wait()
             first = self._queue[0]
-            flush_at = first.enqueued + cfg.max_queue_delay_ms / 1000.0
+            # The window opens when the oldest request arrived or when the worker came free,
+            # whichever is later: requests that queued behind a running batch still get a chance
+            # to be joined by the clients that batch just answered (no alternating half batches).
+            flush_at = max(first.enqueued, free_at) + cfg.max_queue_delay_ms / 1000.0
             while len(self._queue) < cfg.max_batch_size and not self._stopping:
                 left = flush_at - time.monotonic()
                 if left <= 0:
@@ -210,11 +240,13 @@ class Batcher:
                 live.append(item)
         try:
             if live:
-                self._compute(live, now)
+                with self._compute_lock:
+                    self._compute(live, time.monotonic())
         finally:
             self._done(len(batch))
 
     def _compute(self, live: list[_Item], started: float) -> None:
+        """Run one batch; the caller holds the compute lock."""
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(live))
         try:

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout-s", type=float, default=30.0)
     p.add_argument("--grpc-workers", type=int, default=32)
     p.add_argument("--no-warmup", action="store_true")
+    p.add_argument("--gil-switch-ms", type=float, default=0.0,
+                   help="Python's thread switch interval: shorter lets transport threads answer while the "
+                        "model thread runs Python code (0 keeps Python's 5 ms)")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     return p
 
@@ -65,6 +68,8 @@ def make_policy(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.gil_switch_ms > 0:
+        sys.setswitchinterval(args.gil_switch_ms / 1000.0)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -88,7 +88,13 @@ def _statistic_name(cfg: dict, stats_path: Path) -> str:
                       f"file has {available})")
 
 
+class Prepared(dict):
+    """An observation already run through the eval transforms (made by `ModelEngine.validate`)."""
+
+
 class ModelEngine(BasePolicy):
+    prepare_in_thread = True
+
     def __init__(self, model: torch.nn.Module, transforms: list[Any], denormalize: Any,
                  statistics: DatasetStatistics, info: dict[str, Any], device: str = "cpu", seed: int = 0):
         self.model = model
@@ -109,10 +115,20 @@ class ModelEngine(BasePolicy):
         return dict(self._info)
 
     def preprocess(self, obs: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(obs, Prepared):
+            return obs
         data = dict(obs)
         for t in self.transforms:
             data = t(data)
         return data
+
+    def validate(self, obs: Any) -> Prepared:
+        """Schema check, then the eval transforms, on the caller's thread (not the model worker's)."""
+        obs = super().validate(obs)
+        try:
+            return Prepared(self.preprocess(obs))
+        except eval_transforms.EvalTransformError as exc:
+            raise PolicyError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = {}

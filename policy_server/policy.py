@@ -10,7 +10,9 @@ A policy answers two calls, both from the single batcher worker thread (never co
                              a PolicyError in a slot fails only that request.
 
 `validate(obs)` runs on the transport's thread before the request is queued, so a bad
-request never reaches (or fails) a batch; it returns the observation to enqueue.
+request never reaches (or fails) a batch; it returns what to enqueue (the engine returns the
+already-transformed sample, so per-request preprocessing runs in parallel with the model).
+A policy with `prepare_in_thread = True` has validate() run off the asyncio event loop.
 `warmup_observation()` gives the batcher something to run before /readyz turns true.
 """
 from __future__ import annotations

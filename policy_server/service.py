@@ -50,6 +50,10 @@ class PolicyService:
         self.draining = False
         self._inflight = 0
         self._idle = threading.Condition()
+        # A policy whose validate() does real work (the engine's image and prompt transforms) says so;
+        # the asyncio transports then run it on these threads, in parallel with the model.
+        self._prep_pool = (concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="prep")
+                           if getattr(policy, "prepare_in_thread", False) else None)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -113,15 +117,14 @@ class PolicyService:
             limit = min(limit, max(timeout_s, 0.0))
         return time.monotonic() + limit
 
-    def _submit(self, obs: Any, request_id: str, deadline: float) -> concurrent.futures.Future:
+    def _validated(self, obs: Any, request_id: str) -> dict[str, Any]:
         if self.draining:
             raise PolicyError(ErrorCode.UNAVAILABLE, "server is draining; retry on another replica", request_id)
         try:
-            obs = validate(self.policy, obs)
+            return validate(self.policy, obs)
         except PolicyError as exc:
             exc.request_id = request_id
             raise
-        return self.batcher.submit(obs, request_id, deadline)
 
     def _reply(self, reply: Reply, request_id: str, started: float) -> dict[str, Any]:
         return {
@@ -159,12 +162,16 @@ class PolicyService:
         self._enter()
         code = "OK"
         try:
-            future = self._submit(obs, request_id, deadline)
-            try:
-                reply = future.result(timeout=max(deadline - time.monotonic(), 0.0) + 0.05)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, "no result before the request deadline", request_id)
+            obs = self._validated(obs, request_id)
+            reply = self.batcher.infer_inline(obs, request_id, deadline)   # same-thread fast path
+            if reply is None:
+                future = self.batcher.submit(obs, request_id, deadline)
+                try:
+                    reply = future.result(timeout=max(deadline - time.monotonic(), 0.0) + 0.05)
+                except concurrent.futures.TimeoutError:
+                    future.cancel()
+                    raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, "no result before the request deadline",
+                                      request_id) from None
             return self._reply(reply, request_id, started)
         except PolicyError as exc:
             code = exc.code.value
@@ -184,7 +191,12 @@ class PolicyService:
         self._enter()
         code = "OK"
         try:
-            future = self._submit(obs, request_id, deadline)
+            if self._prep_pool is not None:   # heavy per-request preprocessing: keep it off the event loop
+                obs = await asyncio.get_running_loop().run_in_executor(self._prep_pool, self._validated, obs,
+                                                                       request_id)
+            else:
+                obs = self._validated(obs, request_id)
+            future = self.batcher.submit(obs, request_id, deadline)
             try:
                 reply = await asyncio.wait_for(asyncio.wrap_future(future),
                                                max(deadline - time.monotonic(), 0.0) + 0.05)

@@ -82,6 +82,15 @@ def by_hand(work_dir, obs, axis_angle, tok_dir):
     return out
 
 
+def test_fast_rotation_equals_the_shared_helper():
+    from policy_server.transforms import rotate_180
+    from vla.data.image_ops import rotate_180 as reference
+
+    img = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(rotate_180(img), reference(img))
+    np.testing.assert_array_equal(rotate_180(img[:, ::2]), reference(img[:, ::2]))   # non-contiguous input
+
+
 def test_quat2axisangle_matches_the_rotation():
     obs, expected = sim_obs()
     np.testing.assert_allclose(quat2axisangle(obs["robot0_eef_quat"]), expected, atol=1e-12)
