@@ -109,7 +109,7 @@ class FastOps:
                                               attn.o_proj.weight)
         self.bq, self.bk, self.bv, self.bo = attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias, attn.o_proj.bias
         self.w_gate, self.w_up, self.w_down = mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight
-        self.act = mlp.act_fn
+        self.act = getattr(mlp.act_fn, "act", mlp.act_fn)  # transformers' GELUTanh wraps F.gelu(approximate='tanh')
         self.norm1, self.norm2 = _FastNorm(layer.input_layernorm), _FastNorm(layer.post_attention_layernorm)
 
     def qkv(self, x, cos, sin):

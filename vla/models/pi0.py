@@ -36,6 +36,7 @@ from vla.models.gemma_ops import final_norm, layer_ops, residual
 from vla.models.lora import apply_lora, freeze
 from vla.models.paligemma import GemmaLLMBackbone, PaliGemma  # noqa: F401  (registers both)
 from vla.models.projector import LinearProjector  # noqa: F401  (registers it)
+from vla.models.siglip_ops import SiglipInference
 
 PROJECTOR_NAMES = ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")
 
@@ -181,14 +182,20 @@ class PI0FlowMatching(nn.Module):
     def _lang_tokens(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["lang_tokens"], batch["lang_masks"].bool()
 
-    def embed_prefix(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """[images of every camera, prompt] embeddings [B, P, width] and their validity [B, P]."""
+    def embed_prefix(self, batch: Mapping[str, torch.Tensor], fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """[images of every camera, prompt] embeddings [B, P, width] and their validity [B, P].
+        `fast` (inference only) runs SigLIP functionally with cached weights, see siglip_ops."""
         images = batch["images"]
         if images.ndim != 5:
             raise ValueError(f"batch['images'] must be [B, cameras, 3, H, W], got {tuple(images.shape)}")
         b, n = images.shape[:2]
         dtype = self.vlm_backbone.vlm.model.multi_modal_projector.linear.weight.dtype
-        feats = self.vlm_backbone.embed_images(images.flatten(0, 1).to(dtype))
+        vision = self._inference_vision() if fast else None
+        if vision is None:
+            feats = self.vlm_backbone.embed_images(images.flatten(0, 1).to(dtype))
+        else:
+            proj = self.vlm_backbone.vlm.model.multi_modal_projector.linear
+            feats = F.linear(vision(images.flatten(0, 1).to(dtype)), proj.weight, proj.bias)
         tokens = feats.shape[1]
         feats = feats.reshape(b, n * tokens, feats.shape[-1])
         img_masks = batch.get("img_masks")
@@ -208,19 +215,21 @@ class PI0FlowMatching(nn.Module):
         return self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([a, te], dim=-1)))), None
 
     def _step_embedder(self, times: torch.Tensor):
-        """f(x_t, step) -> embed_actions(x_t, times[step]) for a known time grid: the time half of
-        action_time_mlp_in is computed for every step at once (same math, fewer ops per step)."""
-        te = self.time_embedding(times)
-        lin = self.action_time_mlp_in.projector
-        if type(lin) is not nn.Linear:  # e.g. a LoRA wrapper: take the plain route
+        """f(x_t, step) -> embed_actions(x_t, times[step]) for a known time grid. With plain Linear projectors
+        (no LoRA wrapper) the two linear maps before the SiLU fold into one: W_a·(A·x + a) + W_t·τ(t) + b =
+        (W_a·A)·x + [W_a·a + W_t·τ(t) + b], the bracket computed for every step at once."""
+        lin_in, lin_a = self.action_time_mlp_in.projector, self.action_in_proj.projector
+        lin_out = self.action_time_mlp_out.projector
+        if not all(type(m) is nn.Linear for m in (lin_in, lin_a, lin_out)):
             return lambda x, i: self.embed_actions(x, times[i].expand(x.shape[0]))
         w = self.proj_width
-        time_part = F.linear(te.to(lin.weight.dtype), lin.weight[:, w:], lin.bias)  # [steps, width]
-        w_action = lin.weight[:, :w]
+        w_act, w_time = lin_in.weight[:, :w], lin_in.weight[:, w:]
+        te = self.time_embedding(times).to(w_time.dtype)
+        w_x = w_act @ lin_a.weight  # [width, action_dim]
+        offset = F.linear(te, w_time, lin_in.bias) + F.linear(lin_a.bias, w_act)  # [steps, width]
 
         def embed(x: torch.Tensor, i: int):
-            h = F.linear(self.action_in_proj(x), w_action) + time_part[i]
-            return self.action_time_mlp_out(F.silu(h)), None
+            return F.linear(F.silu(F.linear(x, w_x) + offset[i]), lin_out.weight, lin_out.bias), None
 
         return embed
 
@@ -249,6 +258,19 @@ class PI0FlowMatching(nn.Module):
         ops = ([layer_ops(layer) for layer in module.layers], final_norm(module.norm))
         self._ops_cache[stack] = (params, tuple(p._version for p in params), ops)
         return ops
+
+    def _inference_vision(self):
+        """SiglipInference for the vision tower (+ None if it cannot run functionally), cached like the layers."""
+        if _fsdp_managed(self) or type(self.vlm_backbone.vlm.model.multi_modal_projector.linear) is not nn.Linear:
+            return None
+        tower = self.vlm_backbone.vlm.model.vision_tower.vision_model
+        cached = self._ops_cache.get("vision")
+        if cached is not None and cached[1] == tuple(p._version for p in cached[0]):
+            return cached[2]
+        params = list(tower.parameters())
+        vision = SiglipInference.of(tower)
+        self._ops_cache["vision"] = (params, tuple(p._version for p in params), vision)
+        return vision
 
     def _apply(self, fn, *args, **kwargs):
         self._ops_cache.clear()  # .to() / .float() may swap parameter storage
@@ -371,7 +393,7 @@ class PI0FlowMatching(nn.Module):
     def sample_actions(self, batch: Mapping[str, torch.Tensor], num_steps: int | None = None,
                        noise: torch.Tensor | None = None) -> torch.Tensor:
         steps = int(num_steps or self.num_inference_steps)
-        prefix, valid = self.embed_prefix(batch)
+        prefix, valid = self.embed_prefix(batch, fast=True)
         b, p = valid.shape
         c = self.chunk_length
         head = self._suffix_prefix_tokens(batch)
