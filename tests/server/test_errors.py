@@ -49,9 +49,16 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_names_the_key_and_the_server_keeps_serving(noop_server, obs, transport, case):
     make, fragments = BAD_INPUTS[case]
+    before = _count(noop_server, transport, "INVALID_ARGUMENT")
     with client(noop_server, transport) as c:
         _expect(c, make(obs), ErrorCode.INVALID_ARGUMENT, *fragments)
         np.testing.assert_array_equal(c.infer(obs)["actions"], NOOP)   # same connection still works
+    assert _count(noop_server, transport, "INVALID_ARGUMENT") == before + 1
+
+
+def _count(server, transport: str, code: str) -> float:
+    return server.service.metrics.registry.get_sample_value("policy_requests_total",
+                                                            {"transport": transport, "code": code}) or 0.0
 
 
 def _raw_post(server, body: bytes, ctype=protocol.MSGPACK_CONTENT_TYPE, headers=None):
