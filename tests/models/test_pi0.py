@@ -160,6 +160,9 @@ def test_bad_config_and_input_are_named():
     batch["actions"] = batch["actions"][:, :2]
     with pytest.raises(ValueError, match=r"batch\['actions'\]"):
         model(batch)
+    del batch["states"]
+    with pytest.raises(ValueError, match="PI0FlowMatching: the batch has no 'states'"):
+        model.predict_action(batch)
 
 
 def test_cached_inference_weights_follow_updates():

@@ -66,6 +66,16 @@ def _fsdp_managed(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+BATCH_KEYS = ("images", "img_masks", "lang_tokens", "lang_masks", "states")
+
+
+def _need(batch: Mapping[str, Any], key: str, model: str) -> torch.Tensor:
+    if key not in batch:
+        raise ValueError(f"{model}: the batch has no {key!r} (it needs {', '.join(BATCH_KEYS)}; "
+                         f"got {', '.join(sorted(batch))})")
+    return batch[key]
+
+
 def _as_module(value: Any, name: str) -> nn.Module:
     return build(value, path=name) if isinstance(value, dict) else value
 
@@ -180,12 +190,13 @@ class PI0FlowMatching(nn.Module):
 
     # ---------------------------------------------------------------- embeddings
     def _lang_tokens(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch["lang_tokens"], batch["lang_masks"].bool()
+        name = type(self).__name__
+        return _need(batch, "lang_tokens", name), _need(batch, "lang_masks", name).bool()
 
     def embed_prefix(self, batch: Mapping[str, torch.Tensor], fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """[images of every camera, prompt] embeddings [B, P, width] and their validity [B, P].
         `fast` (inference only) runs SigLIP functionally with cached weights, see siglip_ops."""
-        images = batch["images"]
+        images = _need(batch, "images", type(self).__name__)
         if images.ndim != 5:
             raise ValueError(f"batch['images'] must be [B, cameras, 3, H, W], got {tuple(images.shape)}")
         b, n = images.shape[:2]
@@ -234,7 +245,8 @@ class PI0FlowMatching(nn.Module):
         return embed
 
     def embed_state(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.state_proj(batch["states"].to(self.state_proj.projector.weight.dtype))[:, None, :]
+        states = _need(batch, "states", type(self).__name__)
+        return self.state_proj(states.to(self.state_proj.projector.weight.dtype))[:, None, :]
 
     # ---------------------------------------------------------------- transformer passes
     def _stacks(self):
@@ -371,7 +383,7 @@ class PI0FlowMatching(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor], noise: torch.Tensor | None = None,
                 time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        actions = batch["actions"]
+        actions = _need(batch, "actions", type(self).__name__)
         if actions.ndim != 3 or actions.shape[1] != self.chunk_length or actions.shape[2] < self.action_dim:
             raise ValueError(f"batch['actions'] must be [B, {self.chunk_length}, >={self.action_dim}], "
                              f"got {tuple(actions.shape)}")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla.config import register
-from vla.models.pi0 import PI0FlowMatching, _as_module
+from vla.models.pi0 import PI0FlowMatching, _as_module, _need
 
 
 class AdaRMSNorm(nn.Module):
@@ -84,8 +84,8 @@ class PI05FlowMatching(PI0FlowMatching):
         expert.norm = AdaRMSNorm(expert.norm.weight.shape[0], w, eps)
 
     def _lang_tokens(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, valid = batch["lang_tokens"], batch["lang_masks"].bool()
-        states = batch["states"]
+        ids, valid = super()._lang_tokens(batch)
+        states = _need(batch, "states", type(self).__name__)
         if states.shape[-1] != self.state_dim:
             raise ValueError(f"batch['states'] must be [B, {self.state_dim}], got {tuple(states.shape)}")
         state_ids = discretize_state(states, self.num_state_bins) + self.state_token_offset
