@@ -26,6 +26,14 @@ from vla.wire import codec, protocol
 from vla.wire.errors import HTTP_STATUS, ErrorCode, PolicyError
 
 
+def _no_delay(sock: Any) -> None:
+    """Small replies must not wait for Nagle's algorithm (a delayed-ACK stall costs ~40 ms)."""
+    import socket
+
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class PolicyClient:
     """Base class: retry loop and readiness wait; transports implement `_infer` and `_info`."""
 
@@ -116,12 +124,16 @@ class GrpcPolicyClient(PolicyClient):
         if self._stub is None:
             import grpc
 
-            from vla.wire._gen import policy_pb2_grpc
+            from vla.wire._gen import policy_pb2, policy_pb2_grpc
 
             options = [("grpc.max_send_message_length", protocol.DEFAULT_MAX_MESSAGE_BYTES),
                        ("grpc.max_receive_message_length", protocol.DEFAULT_MAX_MESSAGE_BYTES)]
             self._channel = grpc.insecure_channel(f"{self.host}:{self.port}", options=options)
             self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
+            # Infer with the request pre-encoded by protocol.encode_infer_request (same wire bytes).
+            self._stub.InferRaw = self._channel.unary_unary(
+                f"/{protocol.GRPC_SERVICE}/Infer", request_serializer=bytes,
+                response_deserializer=policy_pb2.InferResponse.FromString)
         return self._stub
 
     def _metadata(self, request_id: str = "") -> list[tuple[str, str]]:
@@ -146,10 +158,7 @@ class GrpcPolicyClient(PolicyClient):
             raise PolicyError(name, exc.details() or name, request_id) from None
 
     def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
-        from vla.wire._gen import policy_pb2
-
-        request = protocol.observation_to_request(obs, policy_pb2.InferRequest, policy_pb2.Tensor, request_id)
-        reply = self._call("Infer", request, request_id)
+        reply = self._call("InferRaw", protocol.encode_infer_request(obs, request_id), request_id)
         return {
             "actions": protocol.tensor_to_array(reply.actions, key="actions"),
             "server_timing": {"infer_ms": reply.server_timing_ms},
@@ -231,6 +240,7 @@ class WebsocketPolicyClient(PolicyClient):
                 raise PolicyError(code, f"websocket handshake refused with HTTP {status}") from None
             except (OSError, TimeoutError) as exc:
                 raise PolicyError(ErrorCode.UNAVAILABLE, f"cannot connect to {self.url}: {exc}") from None
+            _no_delay(getattr(self._ws, "socket", None))
             self._metadata = codec.unpackb(self._recv())
         return self._ws
 
@@ -307,9 +317,11 @@ class HttpPolicyClient(PolicyClient):
             headers[protocol.REQUEST_ID_HEADER] = request_id
         for attempt in range(2):   # a kept-alive connection the server closed is retried once, fresh
             fresh = self._conn is None
-            if fresh:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
             try:
+                if fresh:
+                    self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+                    self._conn.connect()
+                    _no_delay(self._conn.sock)
                 self._conn.request(method, path, body=body, headers=headers)
                 resp = self._conn.getresponse()
                 payload = resp.read()

@@ -120,6 +120,57 @@ def observation_to_request(obs: dict[str, Any], request_cls: Any, tensor_cls: An
     return request_cls(tensors=tensors, strings=strings, request_id=request_id)
 
 
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1          # int64 two's complement, as protobuf encodes negatives
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes | memoryview) -> list[bytes | memoryview]:
+    """A length-delimited field (wire type 2): tag, length, payload."""
+    return [_varint(number << 3 | 2), _varint(len(payload)), payload]
+
+
+def _joined(parts: list) -> bytes:
+    return b"".join(parts)
+
+
+def encode_infer_request(obs: dict[str, Any], request_id: str = "") -> bytes:
+    """`InferRequest` wire bytes for `obs`, written directly: the same bytes the generated class
+    would produce (a test parses them back), with one copy of each array instead of the three
+    that building and serialising the message costs (about 1 ms for a LIBERO observation)."""
+    parts: list[bytes | memoryview] = []
+    for key, value in obs.items():
+        if isinstance(value, str):
+            entry = _field(1, key.encode()) + _field(2, value.encode())
+            parts += _field(2, _joined(entry))
+            continue
+        array = np.asarray(value)
+        if array.dtype.kind in ("O", "V", "c"):
+            raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"cannot send dtype {array.dtype}")
+        data = memoryview(np.ascontiguousarray(array)).cast("B") if array.size else b""
+        tensor = _field(1, array.dtype.str.encode())
+        if array.ndim:
+            tensor += _field(2, b"".join(_varint(d) for d in array.shape))
+        if len(data):
+            tensor += _field(3, data)
+        tensor_len = sum(len(x) for x in tensor)
+        key_part = _field(1, key.encode())
+        value_head = [_varint(2 << 3 | 2), _varint(tensor_len)]
+        entry_len = sum(len(x) for x in key_part) + sum(len(x) for x in value_head) + tensor_len
+        parts += [_varint(1 << 3 | 2), _varint(entry_len), *key_part, *value_head, *tensor]
+    if request_id:
+        parts += _field(3, request_id.encode())
+    return b"".join(parts)
+
+
 def request_to_observation(request: Any) -> dict[str, Any]:
     obs: dict[str, Any] = {k: tensor_to_array(t, key=k) for k, t in request.tensors.items()}
     obs.update(dict(request.strings))
