@@ -110,3 +110,13 @@ def test_accumulation_matches_a_bigger_micro_batch(train_data, single, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "accumulation 1" in proc.stderr
     _assert_same_training(work_dir, single)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["shard-grad-op", "no-shard"])
+def test_two_process_fsdp_sharding_strategies_match_one(train_data, single, tmp_path, strategy):
+    work_dir = tmp_path / "wd"
+    proc = _train_sh(work_dir, data_options(train_data) + ONE_EPOCH + [
+        "runner.type=FSDPTrainRunner", f"runner.sharding_strategy={strategy}"], nproc=2)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _assert_same_training(work_dir, single)
