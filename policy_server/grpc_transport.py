@@ -11,18 +11,19 @@ import time
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from policy_server.service import PolicyService
 from vla.wire import protocol
-from vla.wire._gen import policy_pb2, policy_pb2_grpc
-from vla.wire.errors import PolicyError
+from vla.wire._gen import policy_pb2
+from vla.wire.errors import ErrorCode, PolicyError
 
 log = logging.getLogger("policy_server.grpc")
 
 
-class _Servicer(policy_pb2_grpc.PolicyServiceServicer):
+class _Servicer:
     def __init__(self, service: PolicyService):
         self.service = service
 
@@ -30,13 +31,18 @@ class _Servicer(policy_pb2_grpc.PolicyServiceServicer):
         context.set_trailing_metadata(((protocol.REQUEST_ID_HEADER, request_id),))
         context.abort(err.grpc_status(), err.message)
 
-    def Infer(self, request, context):
+    def Infer(self, raw: bytes, context):
         started = time.monotonic()
         svc = self.service
         md = dict(context.invocation_metadata())
-        request_id = svc.new_request_id(request.request_id or md.get(protocol.REQUEST_ID_HEADER))
+        request_id = svc.new_request_id(md.get(protocol.REQUEST_ID_HEADER))
         try:
             svc.check_auth(md.get(protocol.AUTH_HEADER))
+            try:   # parsed here, not by grpc, so a malformed message is INVALID_ARGUMENT (grpc says INTERNAL)
+                request = policy_pb2.InferRequest.FromString(raw)
+            except DecodeError:
+                raise PolicyError(ErrorCode.INVALID_ARGUMENT, "malformed InferRequest message") from None
+            request_id = svc.new_request_id(request.request_id or request_id)
             obs = protocol.request_to_observation(request)
         except PolicyError as err:
             svc.record_error("grpc", err)
@@ -53,7 +59,7 @@ class _Servicer(policy_pb2_grpc.PolicyServiceServicer):
             request_id=request_id,
         )
 
-    def ServerInfo(self, request, context):
+    def ServerInfo(self, raw: bytes, context):   # the request message is empty; its bytes are ignored
         md = dict(context.invocation_metadata())
         try:
             self.service.check_auth(md.get(protocol.AUTH_HEADER))
@@ -72,7 +78,15 @@ class GrpcTransport:
             options=[("grpc.max_receive_message_length", max_bytes),
                      ("grpc.max_send_message_length", max_bytes),
                      ("grpc.so_reuseport", 0)])
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(_Servicer(service), self.server)
+        servicer = _Servicer(service)
+        # Requests arrive as raw bytes (no request_deserializer) so parse errors map to our taxonomy.
+        handlers = {
+            "Infer": grpc.unary_unary_rpc_method_handler(
+                servicer.Infer, response_serializer=policy_pb2.InferResponse.SerializeToString),
+            "ServerInfo": grpc.unary_unary_rpc_method_handler(
+                servicer.ServerInfo, response_serializer=policy_pb2.ServerInfoResponse.SerializeToString),
+        }
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(protocol.GRPC_SERVICE, handlers),))
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,

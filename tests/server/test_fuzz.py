@@ -85,3 +85,17 @@ def test_valid_request_after_fuzz(noop_server, ws_client):
             assert c.infer(VALID)["actions"].shape == (5, 7)
     assert ws_client.infer(VALID)["actions"].shape == (5, 7)
     assert np.isfinite(ws_client.infer(VALID)["actions"]).all()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(frame=st.one_of(st.binary(max_size=200), frames))
+def test_fuzz_grpc_messages(noop_server, frame):
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{noop_server.grpc_port}") as ch:
+        call = ch.unary_unary(f"/{protocol.GRPC_SERVICE}/Infer", request_serializer=bytes,
+                              response_deserializer=bytes)
+        try:
+            call(frame, timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code().name in CODES - {"INTERNAL"}, (exc.code(), exc.details())
