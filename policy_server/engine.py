@@ -106,8 +106,13 @@ class ModelEngine(BasePolicy):
         self.seed = int(seed)
         self.chunk_length = int(model.chunk_length)
         self.model_action_dim = int(model.action_dim)
-        sample = getattr(model, "sample_actions", None)
-        self._takes_noise = sample is not None and "noise" in inspect.signature(sample).parameters
+        # The contract's predict_action if it takes the start noise (GR00T), else sample_actions (π0/π0.5).
+        self._sampler = None
+        for name in ("predict_action", "sample_actions"):
+            fn = getattr(model, name, None)
+            if fn is not None and "noise" in inspect.signature(fn).parameters:
+                self._sampler = fn
+                break
         gen = torch.Generator().manual_seed(self.seed)
         self._noise = torch.randn(self.chunk_length, self.model_action_dim, generator=gen)
 
@@ -141,10 +146,10 @@ class ModelEngine(BasePolicy):
     def predict(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """Normalised model actions [B, chunk, A'] (float32 numpy)."""
         b = next(iter(batch.values())).shape[0]
-        if self._takes_noise:
+        if self._sampler is not None:
             noise = self._noise.to(self.device)[None].expand(b, -1, -1).contiguous()
-            out = self.model.sample_actions(batch, noise=noise)
-        else:
+            out = self._sampler(batch, noise=noise)
+        else:   # deterministic per batch only; models should accept `noise`
             torch.manual_seed(self.seed)
             out = self.model.predict_action(batch)
         return out.float().cpu().numpy()

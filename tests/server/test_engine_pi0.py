@@ -18,17 +18,26 @@ from vla.models.loading import load_weights
 from vla.normalize import load_statistics, save_statistics
 
 CONFIGS = {"full": REPO / "configs/pi0/pi0_paligemma_libero_10_full_finetune_tiny.py",
-           "lora": REPO / "configs/pi0/pi0_paligemma_libero_10_lora_finetune_tiny.py"}
+           "lora": REPO / "configs/pi0/pi0_paligemma_libero_10_lora_finetune_tiny.py",
+           "pi05": REPO / "configs/pi05/pi05_paligemma_libero_10_full_finetune_tiny.py",
+           "gr00t": REPO / "configs/gr00t/gr00t_eagle_3b_libero_10_full_train_tiny.py"}
 
 
 def _tokenizer_options(cfg: Config, tok: str) -> list[str]:
+    """`a.b.0.model_path=tok` for every PretrainedTokenizer in the config."""
     opts = []
-    for i, t in enumerate(cfg["eval"]["dataset"]["transforms"]):
-        if "tokenizer" in t:
-            opts.append(f"eval.dataset.transforms.{i}.tokenizer.model_path={tok}")
-    for i, t in enumerate(cfg["train_dataloader"]["dataset"]["datasets"]["transforms"]):
-        if "tokenizer" in t:
-            opts.append(f"train_dataloader.dataset.datasets.transforms.{i}.tokenizer.model_path={tok}")
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if node.get("type") == "PretrainedTokenizer":
+                opts.append(f"{path}.model_path={tok}")
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else k)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}.{i}")
+
+    walk(dict(cfg), "")
     return opts
 
 
@@ -153,3 +162,18 @@ def test_cli_reports_a_bad_work_dir(tmp_path):
     out = subprocess.run([sys.executable, "-m", "policy_server.cli", "--work-dir", str(tmp_path)], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "config.json: missing" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("family", ["pi05", "gr00t"])
+def test_other_families_serve_and_identical_requests_get_identical_actions(tmp_path, tok, family):
+    if not CONFIGS[family].is_file():
+        pytest.skip(f"{CONFIGS[family]} not written yet")
+    cfg, model = make_pi0_work_dir(tmp_path / "run", tok, family)
+    engine = load_engine(tmp_path / "run")
+    assert engine.info()["model"] == cfg["model"]["type"]
+    obs, _ = sim_obs()
+    other, _ = sim_obs(seed=5, prompt="pick up the book and place it in the back compartment of the caddy")
+    a, b, c = engine.infer_batch([obs, other, obs])
+    assert a.shape == (engine.chunk_length, 7) and np.isfinite(a).all()
+    np.testing.assert_allclose(a, c, atol=1e-5)            # same start noise for every request
+    np.testing.assert_allclose(engine.infer_batch([obs])[0], a, atol=1e-4)
