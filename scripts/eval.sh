@@ -10,6 +10,7 @@
 # 3. `sim_client --server grpc://... --config CONFIG --out OUT` with the config's `eval` section as
 #    defaults and the extra flags on top. OUT defaults to DIR/eval_<checkpoint name> (EVAL_OUT
 #    overrides): results.jsonl, summary.json, the success table, videos. A rerun resumes there.
+#    The server's /metrics is saved to OUT/server_metrics.prom before it is stopped.
 # 4. stops the server with SIGTERM (it drains), SIGKILL after EVAL_STOP_TIMEOUT_S (default 30 s).
 # EVAL_ARGS adds sim_client flags from the environment (how `vla-train --eval-after-train` gets them).
 # Exit status: sim_client's (0 all episodes recorded, 3 infrastructure errors, ...), or 1 if the server
@@ -103,6 +104,14 @@ set +e
   ${ENV_ARGS[@]+"${ENV_ARGS[@]}"} "$@"
 status=$?
 set -e
+# The server's own /metrics (latency histograms, request counts) kept beside the results: the
+# server is stopped next, and `make demo` reports its p50/p99 from this file.
+"$PY" - "$HTTP_PORT" "$OUT/server_metrics.prom" <<'PYEOF' || echo "eval.sh: could not save the server's /metrics" >&2
+import sys, urllib.request
+from vla.config import atomic_write_text
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10) as r:
+    atomic_write_text(sys.argv[2], r.read().decode())
+PYEOF
 stop_server
 echo "eval.sh: sim_client exit $status; results in $OUT" >&2
 exit $status
