@@ -98,7 +98,12 @@ for need in bddl_files/libero_10 init_files/libero_10; do
   [[ -d "$SITE/libero/libero/$need" ]] || { echo "install_sim: libero wheel lacks $need" >&2; exit 1; }
 done
 
-# --- check: the simulator imports, and no torch came with it ---------------------------------
+# robosuite warns on every import until a private macro file exists (its setup_macros.py copies
+# macros.py the same way); the defaults are what LIBERO expects.
+RS="$SITE/robosuite"
+[[ -f "$RS/macros_private.py" ]] || cp "$RS/macros.py" "$RS/macros_private.py"
+
+# --- check: the simulator imports ------------------------------------------------------------
 "$VPY" - <<'EOF'
 import importlib.metadata as md, mujoco, robosuite
 assert mujoco.__version__.startswith("3.3."), f"mujoco {mujoco.__version__}: robosuite 1.4.0 needs 3.3.x"

@@ -105,6 +105,7 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
     tasks_text = {(s, t.task_id): t.language for s in cfg.suites() for t in suites.get_tasks(s)}
     mine = {(e["suite"], e["task_id"], e["trial"]) for e in episodes}
     mine = set(select_shard(mine, cfg.shard))
+    info = _server_info(policy, cfg)  # before touching OUT: an unreachable server leaves nothing behind
     results = ResultsFile(out / "results.jsonl")
     todo = [e for e in episodes if (e["suite"], e["task_id"], e["trial"]) in mine
             and (e["suite"], e["task_id"], e["trial"]) not in results.done]
@@ -112,7 +113,6 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
     if skipped:
         log(f"sim_client: resuming: {skipped} of {len(mine)} episodes already in {results.path}")
 
-    info = _server_info(policy, cfg)
     builder = RequestBuilder(info, resize_size=cfg.resize_size)
     renderer, renderer_fps = choose_renderer(cfg.renderer)
     threads = cfg.threads_per_worker or max(1, (_cores() // max(1, cfg.workers)))

@@ -62,7 +62,11 @@ class WorkerState:
                     steps=0, error=None, video=None)
         try:
             policy = self.ensure_policy()
+            t_env = time.perf_counter()
             env = self.ensure_env(spec.suite, spec.task_id)
+            # Env creation (once per task per worker) is reported apart: benchmarks exclude it.
+            line["env_setup_s"] = round(time.perf_counter() - t_env, 3)
+            line["started_at"] = time.time()
             line["task"] = self.task.language
             if spec.trial >= len(self.init_states):
                 raise ValueError(f"{spec.suite} task {spec.task_id} has {len(self.init_states)} initial states; "
@@ -89,6 +93,7 @@ class WorkerState:
             line["traceback"] = traceback.format_exc(limit=6)
             self.drop_env()
         line["duration_s"] = round(time.perf_counter() - t0, 3)
+        line["finished_at"] = time.time()
         line["pid"] = os.getpid()
         return line
 

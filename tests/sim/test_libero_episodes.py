@@ -207,3 +207,33 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(libero, tmp_path):
     assert keys(lines) == [(d["suite"], 0, k) for k in range(3)]
     assert lines[: len(first)] == first  # what was recorded is never rewritten
     assert np.all([x["error"] is None for x in lines])
+
+
+def test_real_policy_server_tiny_pi0(libero, tmp_path):
+    """The real server (tiny π0 work dir, random weights, its own eval transforms) drives an episode;
+    the client stays torch-free and sends what the server's ServerInfo asks for."""
+    from benchmarks._serve_common import make_tiny_pi0_work_dir
+    from policy_server.engine import load_engine
+
+    work_dir = make_tiny_pi0_work_dir(tmp_path / "work")
+    server = start_policy_server(policy=load_engine(work_dir))
+    info = None
+    try:
+        from vla.wire import connect
+
+        with connect(server_url(server, "grpc"), token="") as c:
+            info = c.server_info()
+        out = subprocess.run(
+            sim_client_cmd("--suite", "libero_10", "--tasks", "0", "--trials", "1", "--max-steps", "20",
+                           "--server", server_url(server, "grpc"), "--out", str(tmp_path / "eval"),
+                           "--renderer", libero, "--no-progress"),
+            capture_output=True, text=True, timeout=600, env=no_torch_env())
+    finally:
+        server.stop()
+    assert out.returncode == 0, out.stdout + out.stderr
+    (line,) = read_results(tmp_path / "eval/results.jsonl")
+    assert line["error"] is None, line.get("traceback")
+    assert line["steps"] == 20 and line["success"] is False
+    assert line["model_version"] == info["model_version"] and line["model_version"]
+    expected_queries = -(-20 // min(10, info["chunk_length"]))
+    assert line["queries"] == expected_queries

@@ -115,3 +115,15 @@ def test_render_on_query_is_equivalent(libero):
     assert results["query_renders"] == 8
     # And the robot moved, so the comparison was not between two still scenes.
     assert not np.array_equal(s_query[3], s_query[-1])
+
+
+def test_unreachable_server_is_one_clear_line(libero, tmp_path):
+    from tests.conftest import free_port
+
+    out = subprocess.run(sim_client_cmd("--suite", "libero_10", "--tasks", "0", "--trials", "1",
+                                        "--server", f"http://127.0.0.1:{free_port()}", "--out", str(tmp_path),
+                                        "--ready-timeout-s", "1"),
+                         capture_output=True, text=True, timeout=120, env=no_torch_env())
+    assert out.returncode == 1
+    assert "not ready after 1s" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "results.jsonl").exists()

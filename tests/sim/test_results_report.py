@@ -168,3 +168,33 @@ def test_video_names_are_unique_and_mp4_decodes(tmp_path):
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(decoded) == 6 and decoded[0].shape == (64, 128, 3)
     assert abs(int(decoded[5].mean()) - 100) <= 3
+
+
+def test_no_working_renderer_names_the_packages(monkeypatch):
+    from sim_client import render
+
+    monkeypatch.setattr(render, "probe", lambda name, timeout_s=60.0: None)
+    with pytest.raises(RuntimeError, match="libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6"):
+        render.choose_renderer("auto")
+    with pytest.raises(ValueError, match="--renderer"):
+        render.choose_renderer("vulkan")
+    env = render.worker_env("osmesa", threads=1)
+    assert env["MUJOCO_GL"] == env["PYOPENGL_PLATFORM"] == "osmesa" and env["LP_NUM_THREADS"] == "1"
+
+
+def test_eval_section_of_a_config_gives_the_defaults(tmp_path, repo_root):
+    from sim_client.runner import EvalConfig
+
+    seed_cfg = EvalConfig.from_config_file(str(repo_root / "configs/pi0/pi0_paligemma_libero_10_full_finetune_pytorch.py"))
+    assert (seed_cfg.task_suite_name, seed_cfg.num_trials_per_task, seed_cfg.eval_chunk_size,
+            seed_cfg.num_steps_wait, seed_cfg.seed, seed_cfg.resize_size) == ("libero_10", 50, 10, 10, 7, 224)
+    cfg_file = tmp_path / "c.py"
+    cfg_file.write_text("eval = dict(type='LiberoEvalRunner', task_suite_name='libero_goal', eval_chunk_size=5,\n"
+                        "            num_trials_per_task=3, num_steps_wait=4, seed=11, resize_size=128,\n"
+                        "            dataset=dict(transforms=[]))\n")
+    cfg = EvalConfig.from_config_file(str(cfg_file), num_trials_per_task=2, seed=None, workers=2)
+    assert (cfg.task_suite_name, cfg.eval_chunk_size, cfg.num_trials_per_task, cfg.num_steps_wait, cfg.seed,
+            cfg.resize_size, cfg.workers) == ("libero_goal", 5, 2, 4, 11, 128, 2)
+    (tmp_path / "no_eval.py").write_text("model = dict(type='X')\n")
+    with pytest.raises(ValueError, match="no `eval` section"):
+        EvalConfig.from_config_file(str(tmp_path / "no_eval.py"))
