@@ -5,27 +5,35 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from vla.config import register
 from vla.data.errors import DatasetError
 
 
 def _to_tensor(values: list[Any], key: str) -> torch.Tensor:
+    arrays = [np.asarray(v) for v in values]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise DatasetError(f"DictCollator: {key!r} differs in shape across the batch: {sorted(shapes)}")
+    dtype = arrays[0].dtype
+    if dtype == object or any(a.dtype == object for a in arrays):
+        raise DatasetError(f"DictCollator: {key!r} holds non-numeric values; list it in meta_keys")
+    dtype = np.result_type(*arrays)
+    if dtype == np.float64:
+        dtype = np.dtype(np.float32)  # models train in float32 or lower
+    elif dtype.kind in "iu" and dtype != np.uint8:
+        dtype = np.dtype(np.int64)
+    out = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.from_numpy(np.empty(0, dtype)).dtype)
+    if get_worker_info() is not None:
+        # In a DataLoader worker, build the batch in shared memory directly, as torch's
+        # default_collate does: sending it to the main process then copies nothing.
+        out.share_memory_()
     try:
-        arrays = [np.asarray(v) for v in values]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1:
-            raise DatasetError(f"DictCollator: {key!r} differs in shape across the batch: {sorted(shapes)}")
-        stacked = np.stack(arrays)
+        np.stack(arrays, out=out.numpy(), casting="same_kind")
     except (TypeError, ValueError) as exc:
         raise DatasetError(f"DictCollator: cannot stack {key!r}: {exc}") from None
-    if stacked.dtype == np.float64:
-        stacked = stacked.astype(np.float32)  # models train in float32 or lower
-    if stacked.dtype.kind in "iu" and stacked.dtype != np.uint8:
-        stacked = stacked.astype(np.int64)
-    if stacked.dtype == object:
-        raise DatasetError(f"DictCollator: {key!r} holds non-numeric values; list it in meta_keys")
-    return torch.from_numpy(np.ascontiguousarray(stacked))
+    return out
 
 
 @register

@@ -7,7 +7,8 @@ at serving time:
     normalize_images(images, means, stds)         uint8 [N, H, W, 3] -> float32 [N, 3, H, W]
     rotate_180(image)                             LIBERO's renders are upside down
 
-torch only (no torchvision): bilinear with antialiasing, like PIL's resize when shrinking.
+Resizing uses torch (no torchvision): bilinear with antialiasing, like PIL's resize when
+shrinking, computed on uint8 and rounded to uint8 as a camera frame would be.
 """
 from __future__ import annotations
 
@@ -42,9 +43,10 @@ def resize_images(images, height: int, width: int) -> np.ndarray:
     stack = as_image_stack(images)
     if stack.shape[1:3] == (height, width):
         return stack
-    x = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2).float()
+    # uint8 channels-last input takes torch's fast antialiased path (about 10× the float path).
+    x = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2)
     y = F.interpolate(x, size=(int(height), int(width)), mode="bilinear", align_corners=False, antialias=True)
-    return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return y.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def _per_camera(values: Sequence, n: int, name: str) -> np.ndarray:
@@ -59,14 +61,15 @@ def _per_camera(values: Sequence, n: int, name: str) -> np.ndarray:
 def normalize_images(images, means: Sequence, stds: Sequence) -> np.ndarray:
     """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] = (x - mean[cam]) / std[cam], means/stds in 0..255."""
     stack = as_image_stack(images)
-    n = stack.shape[0]
+    n, h, w, _ = stack.shape
     mean = _per_camera(means, n, "means")
     std = _per_camera(stds, n, "stds")
     if np.any(std <= 0):
         raise ValueError(f"stds must be positive, got {std.tolist()}")
-    x = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2).float()
-    x = (x - torch.from_numpy(mean)[:, :, None, None]) / torch.from_numpy(std)[:, :, None, None]
-    return x.contiguous().numpy()
+    out = np.empty((n, 3, h, w), dtype=np.float32)
+    np.subtract(stack.transpose(0, 3, 1, 2), mean[:, :, None, None], out=out, casting="unsafe")
+    out *= (1.0 / std)[:, :, None, None]
+    return out
 
 
 def rotate_180(image: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from vla.normalize import DatasetStatistics
 class ParquetDataset(Dataset):
     def __init__(self, data_root_path: str | os.PathLike | Sequence[str | os.PathLike], transforms: Sequence[Any] = (),
                  action_window_size: int = 9, action_key: str = "action", use_delta: bool = False,
-                 statistic_name: str = "private", window_start_idx: int = 1, episode_cache: int = 256,
+                 statistic_name: str = "private", window_start_idx: int = 1, episode_cache_mb: float = 64,
                  decoder_cache: int = 16):
         super().__init__()
         roots = [data_root_path] if isinstance(data_root_path, (str, os.PathLike)) else list(data_root_path)
@@ -41,7 +41,8 @@ class ParquetDataset(Dataset):
             raise ValueError(f"need action_window_size >= 1 and window_start_idx >= 0, got "
                              f"{action_window_size}, {window_start_idx}")
         self.data_root_path = [str(r) for r in roots]
-        self.readers = [LeRobotReader(r, episode_cache=episode_cache, decoder_cache=decoder_cache) for r in roots]
+        self.readers = [LeRobotReader(r, episode_cache_mb=episode_cache_mb, decoder_cache=decoder_cache)
+                        for r in roots]
         for reader in self.readers:
             if action_key not in reader.column_features:
                 raise DatasetError(f"{reader.root}: action_key {action_key!r} is not a numeric feature; "

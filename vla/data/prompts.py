@@ -2,6 +2,7 @@
 
     build_prompt(task)                                   the cleaned instruction text
     tokenize_prompt(tokenizer, prompt, max_len)          -> (int64 [max_len], bool [max_len])
+    PromptTokenizer(tokenizer, max_len)(prompt)          the same, memoised per prompt
     ImagePromptTokenizer(tokenizer, max_len, num_images, tokens_per_image)(prompt)
                                                          same, with image placeholder tokens
 
@@ -20,6 +21,24 @@ import numpy as np
 # Placeholder tokens tried in order when `image_token` is not given: Eagle/InternVL's
 # context token, then the generic one (the tiny tokenizer's).
 IMAGE_TOKEN_CANDIDATES = ("<IMG_CONTEXT>", "<image>")
+
+
+class _Memo:
+    """A bounded prompt -> (tokens, mask) memo: a dataset has few distinct task strings, and
+    the tokenizer call costs more than the rest of a sample's text handling."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._items: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, prompt: str, compute) -> tuple[np.ndarray, np.ndarray]:
+        hit = self._items.get(prompt)
+        if hit is None:
+            hit = compute(prompt)
+            if len(self._items) >= self.size:
+                self._items.pop(next(iter(self._items)))
+            self._items[prompt] = hit
+        return hit[0].copy(), hit[1].copy()
 
 
 def build_prompt(task: Any) -> str:
@@ -83,6 +102,18 @@ def resolve_image_token(tokenizer: Any, image_token: str | None = None) -> tuple
                      f"(image_token); add it as a special token or name the one it has")
 
 
+class PromptTokenizer:
+    """`tokenize_prompt` with a fixed tokenizer and `max_len`, memoised per prompt string."""
+
+    def __init__(self, tokenizer: Any, max_len: int):
+        self.tokenizer = tokenizer
+        self.max_len = int(max_len)
+        self._memo = _Memo()
+
+    def __call__(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
+        return self._memo.get(prompt, lambda p: tokenize_prompt(self.tokenizer, p, self.max_len))
+
+
 class ImagePromptTokenizer:
     """Tokenise `prompt` behind `num_images` blocks of `tokens_per_image` placeholder tokens."""
 
@@ -102,7 +133,11 @@ class ImagePromptTokenizer:
                              f"{tokens_per_image} tokens_per_image (+{fixed - len(self.image_ids)} special tokens)")
         self.text_budget = self.max_len - fixed
         self.pad_id = pad_id_of(tokenizer)
+        self._memo = _Memo()
 
     def __call__(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
+        return self._memo.get(prompt, self._encode)
+
+    def _encode(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
         text = list(_hf(self.tokenizer)(prompt, add_special_tokens=False)["input_ids"])[:self.text_budget]
         return _pad(self.prefix + self.image_ids + text + self.suffix, self.max_len, self.pad_id)

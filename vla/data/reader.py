@@ -6,7 +6,7 @@
                   "timestamp", "task"}
 
 Shapes and dtypes come from `info.json`. Per-episode parquet columns are read once and kept
-in a bounded LRU; videos are decoded at the row's timestamp through a bounded LRU of open
+in an LRU bounded in bytes; videos are decoded at the row's timestamp through a bounded LRU of open
 decoders, so memory stays flat however many episodes the index covers.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ class LeRobotReader:
     """Read a LeRobot v2.1 dataset (v2.0 too); v3.0 is refused with a message saying what to do."""
 
     def __init__(self, root: str | os.PathLike, *, tolerance_s: float = DEFAULT_TOLERANCE_S,
-                 episode_cache: int = 256, decoder_cache: int = 16):
+                 episode_cache_mb: float = 64, decoder_cache: int = 16):
         self.meta = fmt.DatasetMeta.load(root)
         self.root = self.meta.root
         self.tolerance_s = tolerance_s
@@ -69,8 +69,9 @@ class LeRobotReader:
         self.episode_lengths = np.array([int(e["length"]) for e in self.meta.episodes], dtype=np.int64)
         self.episode_starts = np.concatenate([[0], np.cumsum(self.episode_lengths)]).astype(np.int64)
         self._position = {int(ep): pos for pos, ep in enumerate(self.episode_indices)}
-        self._episode_cache_size = max(1, int(episode_cache))
+        self._episode_cache_bytes = int(episode_cache_mb * 2**20)
         self._tables: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self._cached_bytes = 0
         self._decoders = DecoderCache(decoder_cache, tolerance_s)
 
     # ---- sizes and metadata -------------------------------------------------------------
@@ -121,13 +122,18 @@ class LeRobotReader:
 
     # ---- parquet ------------------------------------------------------------------------
     def episode_columns(self, episode_index: int) -> dict[str, np.ndarray]:
-        """Every non-camera column of one episode, validated (cached, bounded)."""
-        table = self._tables.pop(episode_index, None)
-        if table is None:
-            table = self._load_episode(episode_index)
-            while len(self._tables) >= self._episode_cache_size:
-                self._tables.popitem(last=False)
+        """Every non-camera column of one episode, validated (cached in an LRU bounded in bytes)."""
+        table = self._tables.get(episode_index)
+        if table is not None:
+            self._tables.move_to_end(episode_index)
+            return table
+        table = self._load_episode(episode_index)
+        size = sum(a.nbytes for a in table.values())
+        while self._tables and self._cached_bytes + size > self._episode_cache_bytes:
+            _, old = self._tables.popitem(last=False)
+            self._cached_bytes -= sum(a.nbytes for a in old.values())
         self._tables[episode_index] = table
+        self._cached_bytes += size
         return table
 
     def read_columns(self, episode_index: int, names: Iterable[str]) -> dict[str, np.ndarray]:
@@ -146,8 +152,9 @@ class LeRobotReader:
             raise DatasetError(f"{self.root / fmt.INFO_PATH}: no numeric features {unknown}; "
                                f"has {sorted(self.column_features)}")
         try:
-            schema_names = set(pq.read_schema(path).names)
-            table = pq.read_table(path, columns=[n for n in wanted if n in schema_names])
+            parquet = pq.ParquetFile(path)
+            schema_names = set(parquet.schema_arrow.names)
+            table = parquet.read(columns=[n for n in wanted if n in schema_names])
         except (pa.ArrowException, OSError) as exc:
             raise DatasetError(f"{where}: cannot read parquet: {exc}") from None
         missing = [n for n in wanted if n not in schema_names]
@@ -218,8 +225,10 @@ class LeRobotReader:
     def close(self) -> None:
         self._decoders.clear()
         self._tables.clear()
+        self._cached_bytes = 0
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_tables"] = OrderedDict()  # workers rebuild their own caches
+        state["_cached_bytes"] = 0
         return state

@@ -22,7 +22,7 @@ import numpy as np
 from vla.config import build, register
 from vla.data.errors import DatasetError
 from vla.data.image_ops import normalize_images, resize_images
-from vla.data.prompts import ImagePromptTokenizer, build_prompt, tokenize_prompt
+from vla.data.prompts import ImagePromptTokenizer, PromptTokenizer, build_prompt
 from vla.normalize import DatasetStatistics, FeatureStats, Normalizer
 
 # Keys every sample keeps through ProcessParquetInputs (meta data for logging and debugging).
@@ -82,10 +82,11 @@ class ProcessPrompts:
     def __init__(self, tokenizer: Any, max_len: int = 180):
         self.tokenizer = _tokenizer(tokenizer)
         self.max_len = int(max_len)
+        self.encode = PromptTokenizer(self.tokenizer, self.max_len)
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         prompt = _require(data, "prompt", "ProcessPrompts")
-        data["lang_tokens"], data["lang_masks"] = tokenize_prompt(self.tokenizer, prompt, self.max_len)
+        data["lang_tokens"], data["lang_masks"] = self.encode(prompt)
         return data
 
 
