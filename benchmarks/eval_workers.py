@@ -4,7 +4,7 @@ side with its best thread setting (1 worker tries 1 and 2 render/numeric threads
 1 each). Both ratios are printed, render-every-step and render-on-query; the RESULT line is the
 default mode, render-on-query. Goal: >= 1.6x on this 2-core machine.
 
-    .venv/bin/python benchmarks/eval_workers.py [--episodes 4] [--max-steps 150] [--modes query,every]
+    .venv/bin/python benchmarks/eval_workers.py [--episodes 6] [--max-steps 150] [--modes query,every]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ GOAL = 1.6
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--episodes", type=int, default=4, help="episodes per setting (even: both workers busy)")
+    p.add_argument("--episodes", type=int, default=6, help="episodes per setting")
     p.add_argument("--max-steps", type=int, default=150, help="render-on-query step budget")
     p.add_argument("--every-max-steps", type=int, default=60, help="render-every-step budget (5x slower)")
     p.add_argument("--modes", default="query,every")

@@ -2,8 +2,7 @@
 stand-in server and turn results.jsonl into steady-state throughput.
 
 Env creation (6-10 s, once per task per worker, amortised over 50 trials in a real run) is
-excluded: throughput is episodes over the span from the first episode start after env setup
-to the last episode end, as the workers' own timestamps record them.
+excluded, using the workers' own timestamps (`started_at` after env setup, `finished_at`).
 """
 from __future__ import annotations
 
@@ -16,14 +15,34 @@ from sim_client.runner import EvalConfig, run_eval
 
 
 def throughput(lines: list[dict[str, Any]]) -> dict[str, float]:
+    """Steady-state throughput while every worker is running episodes.
+
+    Workers finish env creation at different times, so the window is from the last worker's
+    first episode start to the first worker's last episode end; steps inside it are counted
+    pro rata over each episode's own interval. With one worker the window is its whole span.
+    """
     done = [x for x in lines if not x.get("error")]
     if len(done) != len(lines):
         errors = [x["error"] for x in lines if x.get("error")]
         raise RuntimeError(f"benchmark episodes failed with infrastructure errors: {errors[:3]}")
-    span = max(x["finished_at"] for x in done) - min(x["started_at"] for x in done)
-    steps = sum(x["steps"] for x in done)
-    return {"episodes": len(done), "span_s": span, "episodes_per_min": 60.0 * len(done) / span,
-            "steps_per_s": steps / span, "steps": steps}
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for x in done:
+        by_pid.setdefault(x["pid"], []).append(x)
+    lo = max(min(x["started_at"] for x in xs) for xs in by_pid.values())
+    hi = min(max(x["finished_at"] for x in xs) for xs in by_pid.values())
+    if hi <= lo:
+        raise RuntimeError("workers never ran episodes at the same time: give the benchmark more episodes")
+    steps = 0.0
+    for x in done:
+        a, b = x["started_at"], x["finished_at"]
+        overlap = max(0.0, min(b, hi) - max(a, lo))
+        steps += x["steps"] * overlap / (b - a)
+    per_episode = sum(x["steps"] for x in done) / len(done)
+    steps_per_s = steps / (hi - lo)
+    return {"episodes": len(done), "workers_seen": len(by_pid), "window_s": hi - lo,
+            "steps_per_s": steps_per_s, "episodes_per_min": 60.0 * steps_per_s / per_episode,
+            "span_s": max(x["finished_at"] for x in done) - min(x["started_at"] for x in done),
+            "steps": sum(x["steps"] for x in done)}
 
 
 def measure(server_url: str, *, workers: int, render: str, trials: int, max_steps: int,

@@ -198,3 +198,22 @@ def test_eval_section_of_a_config_gives_the_defaults(tmp_path, repo_root):
     (tmp_path / "no_eval.py").write_text("model = dict(type='X')\n")
     with pytest.raises(ValueError, match="no `eval` section"):
         EvalConfig.from_config_file(str(tmp_path / "no_eval.py"))
+
+
+def test_benchmark_throughput_counts_only_the_window_where_all_workers_run():
+    from sim_client.bench import throughput
+
+    def ep(pid, a, b, steps=100):
+        return {"pid": pid, "started_at": a, "finished_at": b, "steps": steps, "error": None}
+
+    # Worker 1 starts at 0, worker 2 only at 10 (slow env setup): the window is [10, 30].
+    lines = [ep(1, 0, 10), ep(1, 10, 20), ep(1, 20, 30), ep(2, 10, 25), ep(2, 25, 40)]
+    t = throughput(lines)
+    assert t["window_s"] == 20
+    # In [10, 30]: worker 1 did 2 episodes (200 steps), worker 2 one plus a third of one (133.3).
+    assert t["steps_per_s"] == pytest.approx((200 + 100 + 100 * 5 / 15) / 20)
+    assert t["episodes_per_min"] == pytest.approx(60 * t["steps_per_s"] / 100)
+    one = throughput([ep(1, 0, 10), ep(1, 10, 20)])
+    assert one["window_s"] == 20 and one["episodes_per_min"] == pytest.approx(6.0)
+    with pytest.raises(RuntimeError, match="infrastructure"):
+        throughput([ep(1, 0, 10), {**ep(1, 10, 20), "error": "server: down"}])
