@@ -1,0 +1,113 @@
+"""What `make demo` prints at the end: the success table, the server's latency, where things are.
+
+The server's latency comes from its own Prometheus histogram `policy_request_duration_seconds`
+(saved by scripts/eval.sh as `server_metrics.prom` before it stops the server); quantiles are
+interpolated inside buckets the way Prometheus' `histogram_quantile` does.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REQUEST_HISTOGRAM = "policy_request_duration_seconds"
+
+
+def histogram_buckets(text: str, name: str = REQUEST_HISTOGRAM) -> tuple[dict[str, list[tuple[float, float]]], dict]:
+    """Cumulative buckets per transport [(le, count), ...] and request counts per (transport, code)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[str, dict[float, float]] = {}
+    requests: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == f"{name}_bucket":
+                le = float(s.labels["le"])
+                per = buckets.setdefault(s.labels.get("transport", ""), {})
+                per[le] = per.get(le, 0.0) + s.value
+            elif s.name == "policy_requests_total":
+                requests[(s.labels.get("transport", ""), s.labels.get("code", ""))] = s.value
+    return {t: sorted(b.items()) for t, b in buckets.items()}, requests
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """Prometheus' estimate: linear inside the bucket holding rank q*N (lower edge 0 for the first)."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le  # beyond the largest finite bucket: its upper edge is all one can say
+            width = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / width if width > 0 else 1.0)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+def server_latency(metrics_file: str | Path) -> dict[str, Any] | None:
+    """p50/p99 (ms) over every transport and the request counts, or None if the file is missing."""
+    path = Path(metrics_file)
+    if not path.is_file():
+        return None
+    per_transport, requests = histogram_buckets(path.read_text())
+    merged: dict[float, float] = {}
+    for b in per_transport.values():
+        for le, count in b:
+            merged[le] = merged.get(le, 0.0) + count
+    buckets = sorted(merged.items())
+    p50, p99 = histogram_quantile(0.5, buckets), histogram_quantile(0.99, buckets)
+    return {"requests": int(buckets[-1][1]) if buckets else 0,
+            "p50_ms": None if p50 is None else 1000 * p50, "p99_ms": None if p99 is None else 1000 * p99,
+            "by_code": {f"{t}/{c}": int(v) for (t, c), v in sorted(requests.items())}}
+
+
+def final_report(work_dir: Path, eval_dir: Path, data_root: Path, timings: dict[str, float | None]) -> str:
+    from sim_client.report import format_table, summarize
+    from sim_client.results import read_results
+
+    lines = read_results(eval_dir / "results.jsonl")
+    summary = summarize(lines)
+    o = summary["overall"]
+    n = o["successes"] + o["failures"]
+    rate = f"{100 * o['rate']:.1f}% ({o['successes']}/{n})" if o["rate"] is not None else "-"
+    lat = server_latency(eval_dir / "server_metrics.prom")
+    if lat and lat["requests"]:
+        latency = (f"server latency (its /metrics, {lat['requests']} requests): p50 {lat['p50_ms']:.1f} ms, "
+                   f"p99 {lat['p99_ms']:.1f} ms")
+    else:
+        latency = f"server latency: not recorded ({eval_dir / 'server_metrics.prom'} missing or empty)"
+    client = o.get("mean_latency_ms")
+    videos = sorted((eval_dir / "videos").glob("*.mp4")) if (eval_dir / "videos").is_dir() else []
+    out = [
+        "",
+        format_table(summary),
+        "",
+        f"overall success rate: {rate}, {o['errors']} infrastructure errors",
+        latency + (f"; client round trip mean {client:.1f} ms" if client else ""),
+        "",
+        "A tiny model trained for minutes on a few random-controller episodes is not expected to succeed",
+        "at these tasks: 0% is the honest result here. The demo shows the path (record -> train -> serve",
+        "-> evaluate) works end to end; real success rates need the real data and configs (README).",
+        "",
+        f"dataset        {data_root}",
+        f"work dir       {work_dir}  (checkpoints, config.json, dataset_statistics.json, metrics.jsonl)",
+        f"loss plot      {work_dir / 'loss.png'}",
+        f"results        {eval_dir / 'results.jsonl'}  (summary.json, server.log beside it)",
+        f"success plot   {eval_dir / 'success_by_task.png'}",
+        f"videos         {eval_dir / 'videos'}  ({len(videos)} files)",
+        f"server metrics {eval_dir / 'server_metrics.prom'}",
+    ]
+    if timings:
+        out.append("")
+        out.append("step times: " + ", ".join(f"{k} {'skipped' if v is None else f'{v:.0f}s'}"
+                                              for k, v in timings.items()))
+    return "\n".join(out)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    from vla.config import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
