@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import REPO, free_port
 
-from .conftest import EVAL_MAX_STEPS, TRAIN_STEPS, demo_env, family_run, run_demo
+from .conftest import EVAL_MAX_STEPS, RECORD, TRAIN_STEPS, demo_env, family_run, run_demo
 
 FAMILIES = {"pi0": "PI0FlowMatching", "pi05": "PI05FlowMatching", "gr00t": "LlavaVLA"}
 CHUNK = 10  # eval_chunk_size of the three tiny configs
@@ -143,12 +143,7 @@ def test_a_corrupt_checkpoint_fails_the_chain(demo_root, tmp_path):
     cannot load it, eval.sh reports that, the demo exits non-zero and marks nothing complete."""
     work_dir, first = family_run(demo_root, "pi0")
     assert first.returncode == 0, first.stderr[-4000:]
-    broken = tmp_path / "broken"
-    (broken / ".demo").mkdir(parents=True)
-    for f in work_dir.iterdir():
-        if f.is_file():
-            shutil.copy2(f, broken / f.name)
-    shutil.copy2(work_dir / ".demo" / "train.json", broken / ".demo" / "train.json")
+    broken = _copy_trained(work_dir, tmp_path / "broken")
     latest = (broken / "latest").read_text().strip()
     (broken / latest).write_bytes(b"PK\x03\x04 this is not a checkpoint")
     proc = run_demo(demo_root, "--config", "pi0", "--work-dir", str(broken), *_family_args(), timeout=240)
@@ -159,3 +154,57 @@ def test_a_corrupt_checkpoint_fails_the_chain(demo_root, tmp_path):
     assert not (broken / ".demo" / "eval.json").exists()
     assert not (broken / "eval" / "results.jsonl").exists()
     assert "overall" not in proc.stdout
+
+
+def _copy_trained(work_dir, dest):
+    """A trained work dir (files + train marker, no evaluation) at `dest`."""
+    (dest / ".demo").mkdir(parents=True)
+    for f in work_dir.iterdir():
+        if f.is_file():
+            shutil.copy2(f, dest / f.name)
+    shutil.copy2(work_dir / ".demo" / "train.json", dest / ".demo" / "train.json")
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.libero
+@pytest.mark.timeout(400)
+def test_a_server_that_dies_mid_evaluation_fails_the_chain(demo_root, tmp_path):
+    """SIGKILL the policy server once the sim client has started its episodes: the episodes are
+    recorded as infrastructure errors (not policy failures), the demo exits non-zero and does not
+    mark the evaluation complete."""
+    import os
+    import threading
+    import time
+
+    work_dir, first = family_run(demo_root, "pi0")
+    assert first.returncode == 0, first.stderr[-4000:]
+    broken = _copy_trained(work_dir, tmp_path / "dies")
+    cmd = [sys.executable, "-m", "vla.demo", "--root", str(demo_root), *RECORD, "--config", "pi0",
+           "--work-dir", str(broken), *_family_args()]
+    env = demo_env(EVAL_ARGS="--retries 0 --ready-timeout-s 5 --request-timeout-s 5")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout_chunks: list[str] = []
+    reader = threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    stderr_lines, killed = [], None
+    deadline = time.monotonic() + 300
+    for line in proc.stderr:
+        stderr_lines.append(line)
+        if killed is None and line.startswith("sim_client: 2 episodes"):
+            pids = subprocess.run(["pgrep", "-f", f"policy_server.cli --work-dir {broken}"],
+                                  capture_output=True, text=True).stdout.split()
+            assert len(pids) == 1, pids
+            killed = int(pids[0])
+            os.kill(killed, signal.SIGKILL)
+        assert time.monotonic() < deadline, "".join(stderr_lines[-50:])
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    stderr = "".join(stderr_lines)
+    assert killed is not None, stderr[-4000:]
+    assert proc.returncode == 1, stderr[-4000:]
+    assert "demo: evaluation failed (exit 3)" in stderr, stderr[-4000:]
+    lines = [json.loads(x) for x in (broken / "eval" / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(x["error"] and not x["success"] for x in lines), lines
+    assert not (broken / ".demo" / "eval.json").exists()
+    assert "overall success rate" not in "".join(stdout_chunks)
