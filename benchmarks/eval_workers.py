@@ -53,10 +53,14 @@ def main() -> int:
             two = measure(url, workers=2, threads=1, **run)
             for r in (*one, two):
                 print(f"render={mode:<6} workers={r['workers']} threads={r['threads']}: "
-                      f"{r['episodes_per_min']:6.2f} episodes/min, {r['steps_per_s']:6.1f} steps/s "
+                      f"{r['episodes_per_min']:6.2f} episodes/min, {r['steps_per_s']:6.1f} steps/s, "
+                      f"{r['cores_used']:.2f} cores used "
                       f"({r['episodes']} episodes x {steps} steps)")
             ratios[mode] = two["episodes_per_min"] / best["episodes_per_min"]
-            print(f"render={mode}: 2 workers / best 1 worker (threads={best['threads']}) = {ratios[mode]:.2f}x")
+            per_core = (two["episodes_per_min"] / two["cores_used"]) / (best["episodes_per_min"] / best["cores_used"])
+            print(f"render={mode}: 2 workers / best 1 worker (threads={best['threads']}) = {ratios[mode]:.2f}x "
+                  f"(per core used: {per_core:.2f}x; 2 workers got {two['cores_used']:.2f} of 2 cores — "
+                  f"other jobs on this machine take the rest)")
     finally:
         server.stop()
     key = "query" if "query" in ratios else next(iter(ratios))

@@ -38,9 +38,12 @@ def throughput(lines: list[dict[str, Any]]) -> dict[str, float]:
         overlap = max(0.0, min(b, hi) - max(a, lo))
         steps += x["steps"] * overlap / (b - a)
     per_episode = sum(x["steps"] for x in done) / len(done)
+    busy = sum(x["finished_at"] - x["started_at"] for x in done)
+    cpu_share = sum(x.get("cpu_s", 0.0) for x in done) / busy if busy > 0 else 0.0
     steps_per_s = steps / (hi - lo)
     return {"episodes": len(done), "workers_seen": len(by_pid), "window_s": hi - lo,
             "steps_per_s": steps_per_s, "episodes_per_min": 60.0 * steps_per_s / per_episode,
+            "cores_used": cpu_share * len(by_pid),  # < workers when other jobs share the cores
             "span_s": max(x["finished_at"] for x in done) - min(x["started_at"] for x in done),
             "steps": sum(x["steps"] for x in done)}
 

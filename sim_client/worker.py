@@ -67,6 +67,7 @@ class WorkerState:
             # Env creation (once per task per worker) is reported apart: benchmarks exclude it.
             line["env_setup_s"] = round(time.perf_counter() - t_env, 3)
             line["started_at"] = time.time()
+            cpu0 = time.process_time()
             line["task"] = self.task.language
             if spec.trial >= len(self.init_states):
                 raise ValueError(f"{spec.suite} task {spec.task_id} has {len(self.init_states)} initial states; "
@@ -92,6 +93,10 @@ class WorkerState:
             line["error"] = f"env: {type(exc).__name__}: {exc}"
             line["traceback"] = traceback.format_exc(limit=6)
             self.drop_env()
+        if line.get("started_at"):
+            # CPU this process got while running the episode: on a shared machine, the share of a
+            # core the episode really had (benchmarks print it next to wall-clock throughput).
+            line["cpu_s"] = round(time.process_time() - cpu0, 3)
         line["duration_s"] = round(time.perf_counter() - t0, 3)
         line["finished_at"] = time.time()
         line["pid"] = os.getpid()

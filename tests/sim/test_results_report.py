@@ -204,7 +204,7 @@ def test_benchmark_throughput_counts_only_the_window_where_all_workers_run():
     from sim_client.bench import throughput
 
     def ep(pid, a, b, steps=100):
-        return {"pid": pid, "started_at": a, "finished_at": b, "steps": steps, "error": None}
+        return {"pid": pid, "started_at": a, "finished_at": b, "steps": steps, "error": None, "cpu_s": (b - a) / 2}
 
     # Worker 1 starts at 0, worker 2 only at 10 (slow env setup): the window is [10, 30].
     lines = [ep(1, 0, 10), ep(1, 10, 20), ep(1, 20, 30), ep(2, 10, 25), ep(2, 25, 40)]
@@ -213,6 +213,7 @@ def test_benchmark_throughput_counts_only_the_window_where_all_workers_run():
     # In [10, 30]: worker 1 did 2 episodes (200 steps), worker 2 one plus a third of one (133.3).
     assert t["steps_per_s"] == pytest.approx((200 + 100 + 100 * 5 / 15) / 20)
     assert t["episodes_per_min"] == pytest.approx(60 * t["steps_per_s"] / 100)
+    assert t["cores_used"] == pytest.approx(1.0)  # two workers, each had half a core
     one = throughput([ep(1, 0, 10), ep(1, 10, 20)])
     assert one["window_s"] == 20 and one["episodes_per_min"] == pytest.approx(6.0)
     with pytest.raises(RuntimeError, match="infrastructure"):
