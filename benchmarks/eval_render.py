@@ -52,9 +52,11 @@ def main() -> int:
     rows = {}
     for mode, rs in runs.items():
         span, eps, steps = sum(r["span_s"] for r in rs), sum(r["episodes"] for r in rs), sum(r["steps"] for r in rs)
-        rows[mode] = {"episodes_per_min": 60 * eps / span, "steps_per_s": steps / span}
+        rows[mode] = {"episodes_per_min": 60 * eps / span, "steps_per_s": steps / span,
+                      "cores_used": sum(r["cores_used"] * r["span_s"] for r in rs) / span}
         print(f"render={mode:<6} {eps} episodes x {args.max_steps} steps: {rows[mode]['episodes_per_min']:6.2f} "
-              f"episodes/min, {rows[mode]['steps_per_s']:6.1f} steps/s -> libero_10 (530 steps) "
+              f"episodes/min, {rows[mode]['steps_per_s']:6.1f} steps/s ({rows[mode]['cores_used']:.2f} cores used) "
+              f"-> libero_10 (530 steps) "
               f"{libero_10_episodes_per_hour(rows[mode]['steps_per_s']):6.1f} episodes/hour per worker")
     ratio = rows["query"]["episodes_per_min"] / rows["every"]["episodes_per_min"]
     print(f"RESULT eval_render_on_query_speedup {ratio:.2f} goal >= {GOAL} {'PASS' if ratio >= GOAL else 'FAIL'}")
