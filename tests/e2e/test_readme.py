@@ -239,14 +239,15 @@ def test_benchmark_result_names_exist():
 # -- config reference ------------------------------------------------------------------------
 
 def _registered() -> set[str]:
-    from vla.config import registered_names
-    from vla.config.registry import _import_providers
-
-    _import_providers()  # vla.data, vla.models
-    import policy_server.transforms  # noqa: F401 - the seed's eval transforms
-    import trainer.runners  # noqa: F401 - runners and VLAMetric
-
-    return set(registered_names())
+    # A fresh interpreter: other tests in this session register their own test types.
+    code = ("from vla.config import registered_names\n"
+            "from vla.config.registry import _import_providers\n"
+            "_import_providers()\n"  # vla.data, vla.models
+            "import policy_server.transforms, trainer.runners\n"  # eval transforms; runners and VLAMetric
+            "print('\\n'.join(registered_names()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
 
 
 def _reference_tables() -> tuple[set[str], set[str]]:

@@ -2,7 +2,6 @@
 adapters + unfrozen projectors, sampling reuses the prefix cache exactly, bad input is named."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ def _tiny_batch_for(cfg) -> dict:
     return batch
 
 
-def test_tiny_config_builds_and_trains_fast():
+def test_tiny_config_builds_and_trains():
     cfg = Config.fromfile(TINY_FULL)
     torch.manual_seed(0)
     model = build(cfg["model"])
@@ -51,15 +50,15 @@ def test_tiny_config_builds_and_trains_fast():
     batch["actions"] = torch.randn(2, 10, 14)
     batch["action_masks"] = torch.ones(2, 10, 14, dtype=torch.bool)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model(batch)["loss"].backward()  # warm-up
-    start = time.perf_counter()
-    for _ in range(3):
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for _ in range(2):
         opt.zero_grad()
-        model(batch)["loss"].backward()
+        loss = model(batch)["loss"]
+        assert torch.isfinite(loss)
+        loss.backward()
         opt.step()
-    per_step = (time.perf_counter() - start) / 3
-    print(f"tiny pi0 train step: {per_step * 1000:.1f} ms")
-    assert per_step < 1.0
+    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert len(moved) == len(before), f"parameters that never moved: {sorted(set(before) - set(moved))[:5]}"
     actions = model.predict_action(batch)
     assert actions.shape == (2, 10, 7) and torch.isfinite(actions).all()
 
