@@ -79,3 +79,11 @@ def test_controller_reaches_down_then_closes_within_limits():
     assert a[:20, 2].mean() < 0 < a[20:, 2].mean()  # down, then up
     assert not np.allclose(a, controller_actions(np.random.default_rng(1), 40))
     assert plan_episodes([3, 5], 2) == [(3, 0), (3, 1), (5, 0), (5, 1)]
+
+
+def test_demo_config_from_the_environment_and_its_work_dir(monkeypatch):
+    monkeypatch.setenv("DEMO_CONFIG", "gr00t")
+    args = demo.parse_args([])
+    family, config = demo.resolve_config(args.config)
+    assert family == "gr00t" and config.name == "gr00t_eagle_3b_libero_10_full_train_tiny.py"
+    assert demo.parse_args(["--config", "pi05"]).config == "pi05"  # the flag wins

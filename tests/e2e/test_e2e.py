@@ -63,36 +63,21 @@ def _check_eval(work_dir, stdout):
     assert "not expected to succeed" in report and str(out / "results.jsonl") in report
 
 
-def _serve_and_ask(work_dir):
+def _serve_and_ask(work_dir, log_path):
     """The trained work dir served again: the same observation over gRPC and websocket gives the
     same actions (fixed noise seed), in robot units [chunk, 7]; /metrics counts both transports."""
-    from policy_server.schema import example_observation
-    from vla.demo_report import histogram_buckets
-    from vla.wire.client import connect
+    from vla.wire import PolicyError
 
     grpc_port, http_port = free_port(), free_port()
+    log = open(log_path, "w")  # a file, not a pipe nobody reads: a chatty server must never block
     proc = subprocess.Popen([sys.executable, "-m", "policy_server.cli", "--work-dir", str(work_dir), "--seed", "0",
                              "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--http-port", str(http_port)],
-                            cwd=REPO, env=demo_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=demo_env(), stdout=log, stderr=subprocess.STDOUT)
     try:
-        obs = example_observation(256, 256)
-        obs["prompt"] = "put both the alphabet soup and the tomato sauce in the basket"
-        replies = {}
-        for scheme, port in (("grpc", grpc_port), ("ws", http_port)):
-            client = connect(f"{scheme}://127.0.0.1:{port}", timeout_s=60)
-            try:
-                client.wait_ready(timeout_s=180)
-                info = client.server_info()
-                replies[scheme] = np.asarray(client.infer(obs)["actions"])
-            finally:
-                client.close()
-        assert replies["grpc"].shape == (int(info["chunk_length"]), 7), (replies["grpc"].shape, info)
-        assert np.isfinite(replies["grpc"]).all()
-        np.testing.assert_allclose(replies["grpc"], replies["ws"], rtol=1e-5, atol=1e-6)
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
-            _, requests = histogram_buckets(r.read().decode())
-        assert requests.get(("grpc", "OK")) == 1 and requests.get(("ws", "OK")) == 1, requests
-        return info
+        return _ask_both(grpc_port, http_port)
+    except PolicyError as exc:
+        log.flush()
+        pytest.fail(f"policy server on {work_dir}: {exc}\n{log_path.read_text()[-3000:]}")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -100,18 +85,44 @@ def _serve_and_ask(work_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
+
+
+def _ask_both(grpc_port: int, http_port: int) -> dict:
+    from policy_server.schema import example_observation
+    from vla.demo_report import histogram_buckets
+    from vla.wire.client import connect
+
+    obs = example_observation(256, 256)
+    obs["prompt"] = "put both the alphabet soup and the tomato sauce in the basket"
+    replies = {}
+    for scheme, port in (("grpc", grpc_port), ("ws", http_port)):
+        client = connect(f"{scheme}://127.0.0.1:{port}", timeout_s=60)
+        try:
+            client.wait_ready(timeout_s=180)
+            info = client.server_info()
+            replies[scheme] = np.asarray(client.infer(obs)["actions"])
+        finally:
+            client.close()
+    assert replies["grpc"].shape == (int(info["chunk_length"]), 7), (replies["grpc"].shape, info)
+    assert np.isfinite(replies["grpc"]).all()
+    np.testing.assert_allclose(replies["grpc"], replies["ws"], rtol=1e-5, atol=1e-6)
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+        _, requests = histogram_buckets(r.read().decode())
+    assert requests.get(("grpc", "OK")) == 1 and requests.get(("ws", "OK")) == 1, requests
+    return info
 
 
 @pytest.mark.libero
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_demo_path_end_to_end(demo_root, family):
+def test_demo_path_end_to_end(demo_root, family, tmp_path):
     work_dir, proc = family_run(demo_root, family)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "record: complete" in proc.stderr and "tokenizer: complete" in proc.stderr  # shared data reused
     _check_work_dir(work_dir)
     _check_eval(work_dir, proc.stdout)
-    info = _serve_and_ask(work_dir)
+    info = _serve_and_ask(work_dir, tmp_path / "server.log")
     assert info["model"] == FAMILIES[family] or FAMILIES[family] in json.dumps(info), info
 
 
