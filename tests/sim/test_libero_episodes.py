@@ -237,3 +237,35 @@ def test_real_policy_server_tiny_pi0(libero, tmp_path):
     assert line["model_version"] == info["model_version"] and line["model_version"]
     expected_queries = -(-20 // min(10, info["chunk_length"]))
     assert line["queries"] == expected_queries
+
+
+class _Stuck(NoopPolicy):
+    """Never answers a real request until released (a hung model)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.release = threading.Event()
+
+    def infer_batch(self, observations):
+        if any(o.get("prompt") == "close the top drawer of the cabinet" for o in observations):
+            self.release.wait(180)
+        return super().infer_batch(observations)
+
+
+def test_stuck_episode_is_killed_at_the_timeout_and_recorded_as_error(libero, tmp_path):
+    d = demo()
+    policy = _Stuck(chunk_length=10)
+    server = start_policy_server(policy=policy)
+    try:
+        t0 = time.monotonic()
+        result = run_eval(cfg(d, episode_timeout_s=30, retries=0, request_timeout_s=150),
+                          server_url(server, "grpc"), tmp_path, log=lambda m: None)
+        elapsed = time.monotonic() - t0
+    finally:
+        policy.release.set()
+        server.stop()
+    (line,) = read_results(tmp_path / "results.jsonl")
+    assert line["success"] is False and "--episode-timeout-s" in line["error"]
+    assert result.stats["timeouts"] == 1 and result.summary["overall"]["errors"] == 1
+    assert result.summary["overall"]["failures"] == 0
+    assert elapsed < 120  # killed, not waited out
