@@ -37,6 +37,20 @@ class ServerProcess:
         with connect(self.url("http"), token="") as c:
             c.wait_ready(timeout_s=timeout_s, poll_s=0.1)
 
+    def batch_stats(self) -> tuple[float, float]:
+        """(policy calls, requests in them) so far, from the server's policy_batch_size histogram
+        (gRPC replies carry no batch size, so the clients cannot count it)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=30) as r:
+            text = r.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line.startswith(("policy_batch_size_count ", "policy_batch_size_sum ")):
+                name, value = line.split()
+                values[name] = float(value)
+        return values.get("policy_batch_size_count", 0.0), values.get("policy_batch_size_sum", 0.0)
+
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:

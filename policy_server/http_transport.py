@@ -51,7 +51,26 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def build_app(service: PolicyService) -> FastAPI:
+class _InferFastPath:
+    """ASGI front: `POST /v1/infer` goes straight to its handler; everything else to FastAPI.
+
+    The inference route is the hot path; FastAPI's middleware and routing layers cost about
+    0.1 ms of event-loop time per request and add nothing to a route that reads the raw body.
+    Other methods on the path still reach FastAPI (and get its 405)."""
+
+    def __init__(self, app: FastAPI, handler: Any):
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == protocol.INFER_PATH and scope["method"] == "POST":
+            response = await self.handler(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def build_app(service: PolicyService) -> _InferFastPath:
     app = FastAPI(title="policy_server", docs_url=None, redoc_url=None, openapi_url=None)
     limit = service.config.max_message_bytes
 
@@ -147,4 +166,4 @@ def build_app(service: PolicyService) -> FastAPI:
         except WebSocketDisconnect:
             return
 
-    return app
+    return _InferFastPath(app, infer)

@@ -46,7 +46,8 @@ class PolicyServer:
             config = uvicorn.Config(build_app(self.service), host=self.host, port=self.http_port,
                                     log_level="warning", access_log=False, lifespan="off",
                                     ws_max_size=2 * limit, ws_per_message_deflate=False,
-                                    ws_ping_interval=None, timeout_graceful_shutdown=5)
+                                    ws_ping_interval=None, timeout_graceful_shutdown=5,
+                                    proxy_headers=False, server_header=False, loop="asyncio")
             self._uvicorn = uvicorn.Server(config)
             self._http_thread = threading.Thread(target=self._uvicorn.run, name="http", daemon=True)
             self._http_thread.start()

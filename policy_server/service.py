@@ -126,6 +126,9 @@ class PolicyService:
             exc.request_id = request_id
             raise
 
+    def _validate_and_submit(self, obs: Any, request_id: str, deadline: float) -> concurrent.futures.Future:
+        return self.batcher.submit(self._validated(obs, request_id), request_id, deadline)
+
     def _reply(self, reply: Reply, request_id: str, started: float) -> dict[str, Any]:
         return {
             "actions": reply.actions,
@@ -191,12 +194,13 @@ class PolicyService:
         self._enter()
         code = "OK"
         try:
-            if self._prep_pool is not None:   # heavy per-request preprocessing: keep it off the event loop
-                obs = await asyncio.get_running_loop().run_in_executor(self._prep_pool, self._validated, obs,
-                                                                       request_id)
+            if self._prep_pool is not None:
+                # Heavy per-request preprocessing runs off the event loop, and the prep thread queues
+                # the request itself: the batcher sees it without waiting for the loop to come round.
+                future = await asyncio.wrap_future(self._prep_pool.submit(self._validate_and_submit, obs,
+                                                                          request_id, deadline))
             else:
-                obs = self._validated(obs, request_id)
-            future = self.batcher.submit(obs, request_id, deadline)
+                future = self.batcher.submit(self._validated(obs, request_id), request_id, deadline)
             try:
                 reply = await asyncio.wait_for(asyncio.wrap_future(future),
                                                max(deadline - time.monotonic(), 0.0) + 0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -89,6 +90,18 @@ def test_fast_rotation_equals_the_shared_helper():
     img = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
     np.testing.assert_array_equal(rotate_180(img), reference(img))
     np.testing.assert_array_equal(rotate_180(img[:, ::2]), reference(img[:, ::2]))   # non-contiguous input
+    # A decoded frame is a read-only view of the request bytes: rotated without a warning, input untouched.
+    from vla.wire import codec
+
+    frame = codec.unpackb(codec.packb({"x": img}))["x"]
+    assert not frame.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = rotate_180(frame)
+    np.testing.assert_array_equal(out, reference(img))
+    np.testing.assert_array_equal(frame, img)
+    for other in (img.astype(np.float32), img[..., :1], img.astype(">f4")):   # other dtypes, channels, byte order
+        np.testing.assert_array_equal(rotate_180(other), reference(other))
 
 
 def test_quat2axisangle_matches_the_rotation():

@@ -2,6 +2,7 @@
 its message names the problem, no traceback leaks, and the server keeps serving."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import urllib.request
@@ -118,6 +119,21 @@ def test_http_rejects_unknown_content_type_and_bad_json(noop_server):
     assert status == 400
     status, body = _raw_post(noop_server, b"{not json", ctype="application/json")
     assert status == 400 and b"malformed JSON" in body
+
+
+def test_infer_fast_path_leaves_other_requests_to_fastapi(noop_server):
+    """POST /v1/infer bypasses FastAPI's routing; every other method and path still reaches it."""
+    import urllib.error
+
+    base = f"http://127.0.0.1:{noop_server.http_port}"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{base}{protocol.INFER_PATH}", timeout=10)    # GET
+    assert err.value.code == 405
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(f"{base}/v1/nothing", data=b"", method="POST"), timeout=10)
+    assert err.value.code == 404
+    with urllib.request.urlopen(f"{base}{protocol.READY_PATH}", timeout=10) as r:
+        assert json.loads(r.read()) == {"ready": True}
 
 
 @pytest.fixture(scope="module")
