@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -54,15 +54,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or is incomplete; the message names the file."""
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> int:
-    """torch.save to a temp file beside `path`, fsync, rename; returns the size in bytes."""
-    path = Path(path)
+def _atomic_write(path: Path, write: Callable[[str], None]) -> int:
+    """`write(tmp)` a temp file beside `path`, fsync it, rename it into place; returns the size in bytes.
+    A crash at any point leaves either the old file or the new one, never a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _MODE)
         os.replace(tmp, path)
@@ -72,6 +72,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> int:
         raise
     _fsync_dir(path.parent)
     return path.stat().st_size
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> int:
+    """torch.save to a temp file beside `path`, fsync, rename; returns the size in bytes."""
+    return _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def checkpoint_name(*, epoch: int | None = None, step: int | None = None) -> str:
@@ -114,19 +119,8 @@ def save_adapter(work_dir: str | os.PathLike, name: str, state_dict: Mapping[str
     from safetensors.torch import save_file
 
     path = Path(work_dir) / adapter_name(name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp))
     return path
 
 
