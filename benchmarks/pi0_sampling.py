@@ -25,20 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vla.config import Config, build  # noqa: E402
 from vla.models.loading import load_weights  # noqa: E402
+from vla.models.pi0 import TRANSFORMERS_PI0_NAME_MAPPING  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL = 0.5
-MAPPING = {  # ours -> transformers PI0ForConditionalGeneration
-    "vlm_backbone.vlm.model.vision_tower.vision_model": "model.vlm.vision_tower",
-    "vlm_backbone.vlm.model.multi_modal_projector": "model.vlm.multi_modal_projector",
-    "vlm_backbone.vlm.model.language_model": "model.vlm.language_model",
-    "llm_expert.llm.model": "model.dit",
-    "state_proj.projector": "embed_action_time.state_proj",
-    "action_in_proj.projector": "embed_action_time.action_in_proj",
-    "action_time_mlp_in.projector": "embed_action_time.action_time_mlp_in",
-    "action_time_mlp_out.projector": "embed_action_time.action_time_mlp_out",
-    "action_out_proj.projector": "action_out_proj",
-}
 
 
 def model_cfg(name: str) -> dict:
@@ -107,7 +97,7 @@ def main() -> None:
     torch.manual_seed(0)
     ref = transformers_model(cfg)
     ours = build(cfg).eval()
-    report = load_weights(ours, ref.state_dict(), MAPPING)
+    report = load_weights(ours, ref.state_dict(), TRANSFORMERS_PI0_NAME_MAPPING)
     assert not report.missing and not report.mismatched, report.summary()
     batch, theirs, noise = inputs(cfg, args.batch_size)
 

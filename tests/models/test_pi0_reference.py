@@ -8,21 +8,10 @@ import torch
 
 from vla.config import build
 from vla.models.loading import load_weights
+from vla.models.pi0 import TRANSFORMERS_PI0_NAME_MAPPING
 
 from .conftest import ACTION_DIM, CHUNK, STATE_DIM, TINY_EXPERT, TINY_VLM, make_batch, tiny_pi0_cfg
 
-# Our key prefix -> transformers PI0ForConditionalGeneration key prefix.
-TRANSFORMERS_PI0_MAPPING = {
-    "vlm_backbone.vlm.model.vision_tower.vision_model": "model.vlm.vision_tower",
-    "vlm_backbone.vlm.model.multi_modal_projector": "model.vlm.multi_modal_projector",
-    "vlm_backbone.vlm.model.language_model": "model.vlm.language_model",
-    "llm_expert.llm.model": "model.dit",
-    "state_proj.projector": "embed_action_time.state_proj",
-    "action_in_proj.projector": "embed_action_time.action_in_proj",
-    "action_time_mlp_in.projector": "embed_action_time.action_time_mlp_in",
-    "action_time_mlp_out.projector": "embed_action_time.action_time_mlp_out",
-    "action_out_proj.projector": "action_out_proj",
-}
 
 
 def transformers_pi0(seed: int = 0):
@@ -56,7 +45,7 @@ def transformers_inputs(batch: dict) -> dict:
 def paired_models():
     ref = transformers_pi0()
     ours = build(tiny_pi0_cfg()).eval()
-    report = load_weights(ours, ref.state_dict(), TRANSFORMERS_PI0_MAPPING, strict=False)
+    report = load_weights(ours, ref.state_dict(), TRANSFORMERS_PI0_NAME_MAPPING, strict=False)
     # Everything of ours is filled; only the expert's token embedding (unused by π0) is left over.
     assert report.missing == [] and report.mismatched == []
     assert report.unexpected == ["model.dit.embed_tokens.weight"]

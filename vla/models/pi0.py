@@ -68,6 +68,20 @@ def _fsdp_managed(model: nn.Module) -> bool:
 
 BATCH_KEYS = ("images", "img_masks", "lang_tokens", "lang_masks", "states")
 
+# `name_mapping` for weights in the layout of transformers' `PI0ForConditionalGeneration`
+# (our key prefix -> theirs), e.g. `load_weights(model, hf_pi0.state_dict(), TRANSFORMERS_PI0_NAME_MAPPING)`.
+TRANSFORMERS_PI0_NAME_MAPPING = {
+    "vlm_backbone.vlm.model.vision_tower.vision_model": "model.vlm.vision_tower",
+    "vlm_backbone.vlm.model.multi_modal_projector": "model.vlm.multi_modal_projector",
+    "vlm_backbone.vlm.model.language_model": "model.vlm.language_model",
+    "llm_expert.llm.model": "model.dit",
+    "state_proj.projector": "embed_action_time.state_proj",
+    "action_in_proj.projector": "embed_action_time.action_in_proj",
+    "action_time_mlp_in.projector": "embed_action_time.action_time_mlp_in",
+    "action_time_mlp_out.projector": "embed_action_time.action_time_mlp_out",
+    "action_out_proj.projector": "action_out_proj",
+}
+
 
 def _need(batch: Mapping[str, Any], key: str, model: str) -> torch.Tensor:
     if key not in batch:
