@@ -12,6 +12,7 @@
 #    overrides): results.jsonl, summary.json, the success table, videos. A rerun resumes there.
 #    The server's /metrics is saved to OUT/server_metrics.prom before it is stopped.
 # 4. stops the server with SIGTERM (it drains), SIGKILL after EVAL_STOP_TIMEOUT_S (default 30 s).
+# EVAL_DEVICE picks the server's device (default: cuda when torch sees a GPU, else cpu).
 # EVAL_ARGS adds sim_client flags from the environment (how `vla-train --eval-after-train` gets them).
 # Exit status: sim_client's (0 all episodes recorded, 3 infrastructure errors, ...), or 1 if the server
 # never became ready.
@@ -47,6 +48,7 @@ GRPC_PORT="${EVAL_GRPC_PORT:-$(free_port)}"
 HTTP_PORT="${EVAL_HTTP_PORT:-$(free_port)}"
 READY_TIMEOUT="${EVAL_READY_TIMEOUT_S:-600}"
 STOP_TIMEOUT="${EVAL_STOP_TIMEOUT_S:-30}"
+DEVICE="${EVAL_DEVICE:-$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}"
 
 SERVER_PID=""
 stop_server() {
@@ -68,8 +70,8 @@ stop_server() {
 trap stop_server EXIT
 trap 'stop_server; exit 130' INT TERM
 
-echo "eval.sh: serving $WORK_DIR/$CKPT_NAME on grpc :$GRPC_PORT http :$HTTP_PORT (log $OUT/server.log)" >&2
-"$PY" -m policy_server.cli --work-dir "$WORK_DIR" --checkpoint "$CKPT_NAME" --host 127.0.0.1 \
+echo "eval.sh: serving $WORK_DIR/$CKPT_NAME ($DEVICE) on grpc :$GRPC_PORT http :$HTTP_PORT (log $OUT/server.log)" >&2
+"$PY" -m policy_server.cli --work-dir "$WORK_DIR" --checkpoint "$CKPT_NAME" --device "$DEVICE" --host 127.0.0.1 \
   --grpc-port "$GRPC_PORT" --http-port "$HTTP_PORT" >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 
