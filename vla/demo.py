@@ -113,6 +113,14 @@ class Steps:
         self.log(f"demo: {step}: done in {self.timings[step]:.0f}s")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
     print(f"demo: $ {' '.join(cmd)}", file=sys.stderr, flush=True)
     code = subprocess.call(cmd, cwd=REPO, env=env)
@@ -155,6 +163,8 @@ def main(argv=None) -> int:
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                    VENV=os.environ.get("VENV", str(Path(sys.executable).parents[1])))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        if "MLP_WORKER_0_PORT" not in env:  # torchrun's default 29500 collides with any other run here
+            env["MLP_WORKER_0_PORT"] = str(_free_port())
         steps = Steps(log)
         log(f"demo: {family} ({config.relative_to(REPO) if config.is_relative_to(REPO) else config}) "
             f"-> {work_dir}")
