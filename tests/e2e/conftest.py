@@ -2,7 +2,6 @@
 three model families, and a helper that runs `python -m vla.demo` as a subprocess."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, libero_missing
 
 # Small: 2 tasks x 1 episode x 8 frames recorded; 3 training steps; evaluation 1 trial per task
 # with a 10-step budget, so each episode sends exactly one query (chunk 10) to the server.
@@ -19,18 +18,6 @@ RECORD = ["--tasks", TASKS, "--episodes-per-task", "1", "--record-steps", "8", "
 TRAIN_STEPS, EVAL_MAX_STEPS = 3, 10
 FAMILY_ARGS = ["--train-steps", str(TRAIN_STEPS), "--eval-max-steps", str(EVAL_MAX_STEPS), "--workers", "2",
                "--video", "none"]
-
-
-def libero_missing() -> str | None:
-    if importlib.util.find_spec("libero") is None or importlib.util.find_spec("robosuite") is None:
-        return "LIBERO not installed (run `make sim`)"
-    try:
-        from sim_client.suites import ensure_libero_config
-
-        ensure_libero_config()
-    except Exception as exc:  # noqa: BLE001 - any setup failure is a skip reason
-        return f"LIBERO unusable: {exc}"
-    return None
 
 
 def demo_env(**extra: str) -> dict[str, str]:

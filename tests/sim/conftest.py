@@ -1,29 +1,15 @@
 """Fixtures for the sim client: LIBERO availability, in-process policy servers, a torch-free env."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, libero_missing
 
 NO_TORCH = Path(__file__).parent / "no_torch"
-
-
-def libero_missing() -> str | None:
-    """Why LIBERO cannot run here, or None."""
-    if importlib.util.find_spec("libero") is None or importlib.util.find_spec("robosuite") is None:
-        return "LIBERO not installed (run `make sim`)"
-    try:
-        from sim_client.suites import ensure_libero_config
-
-        ensure_libero_config()
-    except Exception as exc:  # noqa: BLE001 - any setup failure is a skip reason
-        return f"LIBERO unusable: {exc}"
-    return None
 
 
 @pytest.fixture(scope="session")
