@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hmac
 import logging
 import os
@@ -16,7 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from policy_server.batcher import Batcher, BatcherConfig, Reply
 from policy_server.metrics import Metrics
@@ -156,15 +157,30 @@ class PolicyService:
         """Count a request refused before it reached `handle` (bad frame, bad token)."""
         self.metrics.requests.labels(transport=transport, code=err.code.value).inc()
 
+    @contextlib.contextmanager
+    def _accounted(self, transport: str, request_id: str, started: float) -> Iterator[None]:
+        """Count one request under its final code; an unexpected exception becomes INTERNAL
+        (traceback logged under the request id, never sent)."""
+        self._enter()
+        code = "OK"
+        try:
+            yield
+        except PolicyError as exc:
+            code = exc.code.value
+            raise
+        except Exception:
+            code = ErrorCode.INTERNAL.value
+            raise self._internal(request_id, transport) from None
+        finally:
+            self._finish(transport, code, started)
+
     def handle(self, obs: Any, transport: str, request_id: str = "", timeout_s: float | None = None,
                started: float | None = None) -> dict[str, Any]:
         """Blocking path (gRPC worker threads)."""
         started = started or time.monotonic()
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
-        self._enter()
-        code = "OK"
-        try:
+        with self._accounted(transport, request_id, started):
             obs = self._validated(obs, request_id)
             reply = self.batcher.infer_inline(obs, request_id, deadline)   # same-thread fast path
             if reply is None:
@@ -176,14 +192,6 @@ class PolicyService:
                     raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, "no result before the request deadline",
                                       request_id) from None
             return self._reply(reply, request_id, started)
-        except PolicyError as exc:
-            code = exc.code.value
-            raise
-        except Exception:
-            code = ErrorCode.INTERNAL.value
-            raise self._internal(request_id, transport) from None
-        finally:
-            self._finish(transport, code, started)
 
     async def ahandle(self, obs: Any, transport: str, request_id: str = "", timeout_s: float | None = None,
                       started: float | None = None) -> dict[str, Any]:
@@ -191,9 +199,7 @@ class PolicyService:
         started = started or time.monotonic()
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
-        self._enter()
-        code = "OK"
-        try:
+        with self._accounted(transport, request_id, started):
             if self._prep_pool is not None:
                 # Heavy per-request preprocessing runs off the event loop, and the prep thread queues
                 # the request itself: the batcher sees it without waiting for the loop to come round.
@@ -208,11 +214,3 @@ class PolicyService:
                 future.cancel()
                 raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, "no result before the request deadline", request_id)
             return self._reply(reply, request_id, started)
-        except PolicyError as exc:
-            code = exc.code.value
-            raise
-        except Exception:
-            code = ErrorCode.INTERNAL.value
-            raise self._internal(request_id, transport) from None
-        finally:
-            self._finish(transport, code, started)
