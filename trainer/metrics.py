@@ -141,6 +141,21 @@ class VLAMetric:
         return plot_loss(self.records(), self.work_dir / "loss.png")
 
 
+def plot_window(num_steps: int) -> int:
+    """The plot's trend window: ~5% of the run, independent of `window_size` (the seed logs with 1)."""
+    return max(1, min(50, num_steps // 20))
+
+
+def trailing_mean(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_loss(records: list[dict[str, Any]], path: Path) -> Path | None:
     if not records:
         return None
@@ -150,9 +165,11 @@ def plot_loss(records: list[dict[str, Any]], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in records]
+    losses = [r["loss"] for r in records]
+    window = plot_window(len(losses))
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(steps, [r["loss"] for r in records], lw=0.8, alpha=0.5, label="loss")
-    ax.plot(steps, [r["loss_smoothed"] for r in records], lw=1.5, label="loss (smoothed)")
+    ax.plot(steps, losses, lw=0.8, alpha=0.4, label="loss")
+    ax.plot(steps, trailing_mean(losses, window), lw=1.8, label=f"mean of the last {window} steps")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(path.parent.name)

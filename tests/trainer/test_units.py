@@ -191,3 +191,13 @@ def test_only_rank_zero_writes(tmp_path):
     metric.start()
     metric.log(step=1, epoch=0, loss=1.0, lr=0.1, grad_norm=1.0, samples_per_s=1.0)
     assert metric.finish() is None and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_loss_plot_trend_is_a_trailing_mean_over_about_five_percent_of_the_run():
+    from trainer.metrics import plot_window, trailing_mean
+
+    assert [plot_window(n) for n in (1, 19, 40, 200, 5000)] == [1, 1, 2, 10, 50]
+    values = [4.0, 2.0, 6.0, 0.0, 8.0]
+    assert trailing_mean(values, 1) == values
+    assert trailing_mean(values, 2) == [4.0, 3.0, 4.0, 3.0, 4.0]
+    assert trailing_mean(values, 3) == [4.0, 3.0, 4.0, 8 / 3, 14 / 3]
