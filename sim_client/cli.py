@@ -1,4 +1,4 @@
-"""`sim_client`: evaluate a policy server on LIBERO.
+r"""`sim_client`: evaluate a policy server on LIBERO.
 
     sim_client --suite libero_10 --server grpc://127.0.0.1:50051 --out work_dirs/eval \
         [--tasks 0,3] [--trials N] [--workers N] [--shard i/n] [--max-steps N] \
