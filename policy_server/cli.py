@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--work-dir", help="trained work dir (config.json, dataset_statistics.json, checkpoints)")
     src.add_argument("--scripted", choices=["noop", "replay", "fault"], help="serve a scripted policy (no model)")
     p.add_argument("--checkpoint", help="checkpoint file in the work dir (default: the one `latest` names)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device for the model, e.g. cuda or cuda:1 (default: cpu)")
     p.add_argument("--tokenizer", help="tokenizer directory, if the one the config names is elsewhere here")
     p.add_argument("--seed", type=int, default=0, help="seed of the flow-matching noise (same for every request)")
     p.add_argument("--replay-file", help="replay: JSON {prompt: [[7 floats], ...]} or .npy [T, 7]")
