@@ -104,6 +104,7 @@ class PolicyClient:
 
     def _reset(self) -> None:
         """Drop any connection so the next attempt reconnects."""
+        self.close()
 
     def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
         raise NotImplementedError
@@ -187,9 +188,6 @@ class GrpcPolicyClient(PolicyClient):
                 raise PolicyError(ErrorCode.UNAUTHENTICATED, exc.details() or "unauthenticated") from None
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-    def _reset(self) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._channel is not None:
@@ -284,9 +282,6 @@ class WebsocketPolicyClient(PolicyClient):
         with HttpPolicyClient(self.host, self.port, token=self.token, timeout_s=min(self.timeout_s, 5.0)) as probe:
             return probe.is_ready()
 
-    def _reset(self) -> None:
-        self.close()
-
     def close(self) -> None:
         if self._ws is not None:
             try:
@@ -337,9 +332,6 @@ class HttpPolicyClient(PolicyClient):
                 if fresh or attempt == 1:
                     raise PolicyError(ErrorCode.UNAVAILABLE, f"cannot reach {self.url}: {exc}", request_id) from None
         raise AssertionError("unreachable")
-
-    def _reset(self) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._conn is not None:
