@@ -277,26 +277,26 @@ class PI0FlowMatching(nn.Module):
         module = self._stacks()[0 if stack == "vlm" else 1]
         if _fsdp_managed(self):  # FSDP refills gathered weights in place: never cache, call the modules
             return [layer_ops(layer, fast=False) for layer in module.layers], final_norm(module.norm, fast=False)
-        cached = self._ops_cache.get(stack)
-        if cached is not None and cached[1] == tuple(p._version for p in cached[0]):
-            return cached[2]
-        params = list(module.parameters())
-        ops = ([layer_ops(layer) for layer in module.layers], final_norm(module.norm))
-        self._ops_cache[stack] = (params, tuple(p._version for p in params), ops)
-        return ops
+        return self._cached(stack, module, lambda: ([layer_ops(layer) for layer in module.layers],
+                                                    final_norm(module.norm)))
 
     def _inference_vision(self):
         """SiglipInference for the vision tower (+ None if it cannot run functionally), cached like the layers."""
         if _fsdp_managed(self) or type(self.vlm_backbone.vlm.model.multi_modal_projector.linear) is not nn.Linear:
             return None
         tower = self.vlm_backbone.vlm.model.vision_tower.vision_model
-        cached = self._ops_cache.get("vision")
+        return self._cached("vision", tower, lambda: SiglipInference.of(tower))
+
+    def _cached(self, key: str, module: nn.Module, make):
+        """`make()` cached under `key` until one of `module`'s parameters changes version (an in-place update);
+        `_apply` (`.to()`) and merge_lora clear the cache."""
+        cached = self._ops_cache.get(key)
         if cached is not None and cached[1] == tuple(p._version for p in cached[0]):
             return cached[2]
-        params = list(tower.parameters())
-        vision = SiglipInference.of(tower)
-        self._ops_cache["vision"] = (params, tuple(p._version for p in params), vision)
-        return vision
+        params = list(module.parameters())
+        value = make()
+        self._ops_cache[key] = (params, tuple(p._version for p in params), value)
+        return value
 
     def _apply(self, fn, *args, **kwargs):
         self._ops_cache.clear()  # .to() / .float() may swap parameter storage
