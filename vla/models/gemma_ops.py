@@ -72,7 +72,8 @@ class ModuleOps:
         return self.layer.mlp(x)
 
 
-def _plain_linear(m: nn.Module) -> bool:
+def plain_linear(m: nn.Module) -> bool:
+    """A bare nn.Linear with an ordinary Parameter weight (no LoRA wrapper, no FSDP-sharded tensor)."""
     return type(m) is nn.Linear and type(m.weight) is nn.Parameter
 
 
@@ -98,7 +99,7 @@ class _FastNorm:
 
 def fast_norm_ok(module: nn.Module) -> bool:
     dense = getattr(module, "dense", None)
-    return _plain_linear(dense) if dense is not None else type(getattr(module, "weight", None)) is nn.Parameter
+    return plain_linear(dense) if dense is not None else type(getattr(module, "weight", None)) is nn.Parameter
 
 
 class FastOps:
@@ -131,7 +132,7 @@ class FastOps:
 def fast_ok(layer: nn.Module) -> bool:
     attn, mlp = layer.self_attn, layer.mlp
     linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
-    return (all(_plain_linear(m) for m in linears) and mlp.gate_proj.bias is None and mlp.up_proj.bias is None
+    return (all(plain_linear(m) for m in linears) and mlp.gate_proj.bias is None and mlp.up_proj.bias is None
             and mlp.down_proj.bias is None and fast_norm_ok(layer.input_layernorm)
             and fast_norm_ok(layer.post_attention_layernorm))
 

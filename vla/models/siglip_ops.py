@@ -13,9 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _plain(m: nn.Module) -> bool:
-    return type(m) is nn.Linear and type(m.weight) is nn.Parameter
+from vla.models.gemma_ops import plain_linear
 
 
 class SiglipInference:
@@ -37,7 +35,7 @@ class SiglipInference:
     def of(cls, vision_model: nn.Module) -> "SiglipInference | None":
         for layer in vision_model.encoder.layers:
             a, m = layer.self_attn, layer.mlp
-            if not all(_plain(x) for x in (a.q_proj, a.k_proj, a.v_proj, a.out_proj, m.fc1, m.fc2)):
+            if not all(plain_linear(x) for x in (a.q_proj, a.k_proj, a.v_proj, a.out_proj, m.fc1, m.fc2)):
                 return None
             if any(x.bias is None for x in (a.q_proj, a.k_proj, a.v_proj)):
                 return None
