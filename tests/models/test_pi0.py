@@ -2,17 +2,15 @@
 adapters + unfrozen projectors, sampling reuses the prefix cache exactly, bad input is named."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from vla.config import Config, build
 from vla.models.lora import merge_lora
 
+from ..conftest import REPO
 from .conftest import ACTION_DIM, CHUNK, make_batch, tiny_pi0_cfg
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_FULL = REPO / "configs/pi0/pi0_paligemma_libero_10_full_finetune_tiny.py"
 TINY_LORA = REPO / "configs/pi0/pi0_paligemma_libero_10_lora_finetune_tiny.py"
 

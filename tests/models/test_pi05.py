@@ -2,8 +2,6 @@
 openpi π0.5 release key names, and the real-size build."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,11 +10,11 @@ from safetensors.torch import save_file
 from vla.config import Config, build
 from vla.models.pi05 import AdaRMSNorm, discretize_state
 
+from ..conftest import REPO
 from .conftest import ACTION_DIM, CHUNK, STATE_DIM, TINY_EXPERT, TINY_VLM, make_batch, tiny_pi0_cfg
 from .openpi_release import UNUSED_LM_HEADS, openpi_keys
 from .test_pi0 import _overfit
 
-REPO = Path(__file__).resolve().parents[2]
 PI05_FULL = REPO / "configs/pi05/pi05_paligemma_libero_10_full_finetune_pytorch.py"
 PI05_TINY = REPO / "configs/pi05/pi05_paligemma_libero_10_full_finetune_tiny.py"
 W = TINY_EXPERT["hidden_size"]

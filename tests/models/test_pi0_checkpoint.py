@@ -12,10 +12,10 @@ from safetensors.torch import save_file
 from vla.config import Config, build
 from vla.models.loading import CheckpointMismatchError
 
+from ..conftest import REPO
 from .conftest import ACTION_DIM, STATE_DIM, TINY_EXPERT, TINY_VLM, tiny_pi0_cfg
 from .openpi_release import UNUSED_LM_HEADS, openpi_keys
 
-REPO = Path(__file__).resolve().parents[2]
 PI0_FULL = REPO / "configs/pi0/pi0_paligemma_libero_10_full_finetune_pytorch.py"
 PI0_LORA = REPO / "configs/pi0/pi0_paligemma_libero_10_lora_finetune.py"
 

@@ -2,8 +2,6 @@
 tiny tokenizer) -> their collator -> model.forward / predict_action, so the batch contract holds."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -11,7 +9,8 @@ from torch.utils.data import DataLoader
 from vla.config import Config, build
 from vla.data.synthetic import write_synthetic_libero_dataset
 
-REPO = Path(__file__).resolve().parents[2]
+from ..conftest import REPO
+
 TINY_CONFIGS = [REPO / "configs/pi0/pi0_paligemma_libero_10_full_finetune_tiny.py",
                 REPO / "configs/pi0/pi0_paligemma_libero_10_lora_finetune_tiny.py",
                 REPO / "configs/pi05/pi05_paligemma_libero_10_full_finetune_tiny.py"]

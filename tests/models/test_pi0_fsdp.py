@@ -7,11 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-from tests.conftest import free_port
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, free_port
 
 SCRIPT = textwrap.dedent("""
     import os, torch, torch.distributed as dist
