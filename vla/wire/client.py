@@ -12,6 +12,7 @@ Errors the server reports carry its code; only retryable codes are retried.
 """
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -196,6 +197,7 @@ class GrpcPolicyClient(PolicyClient):
         self._stub = None
 
 
+@functools.cache
 def _ws_legacy_kwargs() -> dict[str, Any]:
     # websockets >= 17.1 warns unless a directly-held connection opts in with legacy=True;
     # older releases have no such flag.
@@ -204,9 +206,6 @@ def _ws_legacy_kwargs() -> dict[str, Any]:
     from websockets.sync.client import connect as ws_connect
 
     return {"legacy": True} if "legacy" in inspect.signature(ws_connect).parameters else {}
-
-
-_WS_LEGACY: dict[str, Any] = {}
 
 
 class WebsocketPolicyClient(PolicyClient):
@@ -225,13 +224,11 @@ class WebsocketPolicyClient(PolicyClient):
             from websockets.exceptions import InvalidStatus
             from websockets.sync.client import connect as ws_connect
 
-            if not _WS_LEGACY:
-                _WS_LEGACY.update(_ws_legacy_kwargs())
             headers = {"Authorization": f"Api-Key {self.token}"} if self.token else None
             try:
                 self._ws = ws_connect(f"ws://{self.host}:{self.port}{self.path}", additional_headers=headers,
                                       max_size=protocol.DEFAULT_MAX_MESSAGE_BYTES, compression=None,
-                                      open_timeout=self.timeout_s, close_timeout=1.0, **_WS_LEGACY)
+                                      open_timeout=self.timeout_s, close_timeout=1.0, **_ws_legacy_kwargs())
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 code = ErrorCode.UNAUTHENTICATED if status in (401, 403) else ErrorCode.UNAVAILABLE
