@@ -206,7 +206,7 @@ class PolicyService:
                 future = await asyncio.wrap_future(self._prep_pool.submit(self._validate_and_submit, obs,
                                                                           request_id, deadline))
             else:
-                future = self.batcher.submit(self._validated(obs, request_id), request_id, deadline)
+                future = self._validate_and_submit(obs, request_id, deadline)
             try:
                 reply = await asyncio.wait_for(asyncio.wrap_future(future),
                                                max(deadline - time.monotonic(), 0.0) + 0.05)
