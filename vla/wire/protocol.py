@@ -138,10 +138,6 @@ def _field(number: int, payload: bytes | memoryview) -> list[bytes | memoryview]
     return [_varint(number << 3 | 2), _varint(len(payload)), payload]
 
 
-def _joined(parts: list) -> bytes:
-    return b"".join(parts)
-
-
 def encode_infer_request(obs: dict[str, Any], request_id: str = "") -> bytes:
     """`InferRequest` wire bytes for `obs`, written directly: the same bytes the generated class
     would produce (a test parses them back), with one copy of each array instead of the three
@@ -150,7 +146,7 @@ def encode_infer_request(obs: dict[str, Any], request_id: str = "") -> bytes:
     for key, value in obs.items():
         if isinstance(value, str):
             entry = _field(1, key.encode()) + _field(2, value.encode())
-            parts += _field(2, _joined(entry))
+            parts += _field(2, b"".join(entry))
             continue
         array = np.asarray(value)
         if array.dtype.kind in ("O", "V", "c"):
