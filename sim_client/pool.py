@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import collections
 import multiprocessing as mp
-import os
 import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
+from sim_client.render import environ
 from sim_client.worker import worker_main
 
 
@@ -56,17 +56,9 @@ class WorkerPool:
 
     def _spawn(self) -> _Slot:
         parent, child = self.ctx.Pipe()
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)  # spawned children inherit the parent's environment at start
-        try:
+        with environ(self.env):  # spawned children inherit the parent's environment at start
             proc = self.ctx.Process(target=worker_main, args=(child, self.worker_cfg), daemon=True)
             proc.start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         child.close()
         return _Slot(proc, parent)
 

@@ -5,9 +5,11 @@ before any worker starts, by timing each backend in a throwaway subprocess.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from typing import Iterator
 
 RENDERERS = ("egl", "osmesa")
 INSTALL_HINT = ("headless rendering does not work here: install the Debian packages "
@@ -66,3 +68,18 @@ def worker_env(renderer: str, threads: int = 1) -> dict[str, str]:
     n = str(max(1, threads))
     return {**gl_env(renderer), "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
             "NUMBA_NUM_THREADS": n, "LP_NUM_THREADS": n}
+
+
+@contextlib.contextmanager
+def environ(env: dict[str, str]) -> Iterator[None]:
+    """`env` set in os.environ for the block (processes spawned inside inherit it), then restored."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

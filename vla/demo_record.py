@@ -113,7 +113,7 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_10", tasks: 
                    resolution: int = 256, renderer: str = "auto",
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Record (or finish recording) the dataset at `root`; returns counts and timings."""
-    from sim_client.render import choose_renderer, worker_env
+    from sim_client.render import choose_renderer, environ, worker_env
     from sim_client.suites import ensure_libero_config, get_tasks
     from vla.data.libero import LIBERO_FPS, libero_features
     from vla.data.writer import LeRobotWriter
@@ -142,9 +142,7 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_10", tasks: 
         log(f"record: {len(todo)} episodes ({len(plan) - len(todo)} already on disk) of {suite} tasks "
             f"{tasks[0]}..{tasks[-1]}, {steps} steps each, {min(workers, len(todo))} simulator processes, "
             f"renderer {chosen}")
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)  # spawned workers inherit it: MuJoCo reads MUJOCO_GL at import
-        try:
+        with environ(env):  # spawned workers inherit it: MuJoCo reads MUJOCO_GL at import
             ctx = mp.get_context("spawn")
             # Contiguous runs of one task per worker: each env is built once, not once per episode.
             chunk = max(1, episodes_per_task)
@@ -155,11 +153,5 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_10", tasks: 
                     index = writer.add_episode(data, task=language)
                     log(f"record: episode {index} (task {task_id}, #{episode}) {len(data['action'])} frames "
                         f"[{i}/{len(todo)}, {time.perf_counter() - t0:.0f}s] {language}")
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         total = writer.num_episodes
     return {"episodes": total, "recorded": len(todo), "seconds": time.perf_counter() - t0}
