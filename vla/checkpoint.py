@@ -199,14 +199,16 @@ def find_resumable(work_dir: str | os.PathLike) -> Resumable | None:
         found = _verify(work_dir, name)
         if found is not None:
             return found
-    candidates = []
+    return max(_complete(work_dir), key=lambda r: r.step, default=None)
+
+
+def _complete(work_dir: Path) -> list[Resumable]:
+    """Every checkpoint under `train_state/` whose manifest verifies."""
     root = work_dir / TRAIN_STATE_DIR
-    if root.is_dir():
-        for d in root.iterdir():
-            found = _verify(work_dir, d.name + ".pt") if d.is_dir() else None
-            if found is not None:
-                candidates.append(found)
-    return max(candidates, key=lambda r: r.step, default=None)
+    if not root.is_dir():
+        return []
+    found = (_verify(work_dir, d.name + ".pt") for d in root.iterdir() if d.is_dir())
+    return [r for r in found if r is not None]
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -257,10 +259,7 @@ def remove_stale_temp_files(work_dir: str | os.PathLike) -> int:
 
 
 def _prune_train_states(work_dir: Path, keep: int) -> None:
-    root = work_dir / TRAIN_STATE_DIR
-    if keep <= 0 or not root.is_dir():
+    if keep <= 0:
         return
-    complete = sorted((r for r in (_verify(work_dir, d.name + ".pt") for d in root.iterdir() if d.is_dir()) if r),
-                      key=lambda r: r.step)
-    for old in complete[:-keep]:
+    for old in sorted(_complete(work_dir), key=lambda r: r.step)[:-keep]:
         shutil.rmtree(old.state_dir, ignore_errors=True)
