@@ -84,16 +84,22 @@ class WorkerPool:
         def key(ep):
             return (ep["suite"], ep["task_id"], ep["trial"])
 
-        def infra_failure(slot: _Slot, message: str) -> None:
-            ep = slot.episode
-            slot.episode = None
+        def failed_attempt(ep, message: str) -> int | None:
+            """Count a failed attempt; requeue `ep` and return None, or its attempt count when out of retries."""
             n = attempts.get(key(ep), 0) + 1
             attempts[key(ep)] = n
             self.stats.log.append(f"{key(ep)} attempt {n}: {message}")
             if n <= self.retries:
                 self.stats.retried += 1
                 pending.appendleft((ep, n))
-            else:
+                return None
+            return n
+
+        def infra_failure(slot: _Slot, message: str) -> None:
+            ep = slot.episode
+            slot.episode = None
+            n = failed_attempt(ep, message)
+            if n is not None:
                 on_result(_error_line(ep, message, n))
 
         try:
@@ -119,12 +125,8 @@ class WorkerPool:
                         ep = slot.episode
                         slot.episode = None
                         if line.get("error"):
-                            n = attempts.get(key(ep), 0) + 1
-                            attempts[key(ep)] = n
-                            self.stats.log.append(f"{key(ep)} attempt {n}: {line['error']}")
-                            if n <= self.retries:
-                                self.stats.retried += 1
-                                pending.appendleft((ep, n))
+                            n = failed_attempt(ep, line["error"])
+                            if n is None:
                                 continue
                             line["attempts"] = n
                         else:
