@@ -90,14 +90,7 @@ class VLAMetric:
         """Keep only complete lines with step <= `step` (rewritten atomically); refill the window."""
         if not self.path.exists():
             return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if int(record.get("step", -1)) <= step:
-                kept.append(record)
+        kept = [r for r in self.records() if int(r.get("step", -1)) <= step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         for record in kept[-self.window_size:]:
             self._window.append(float(record["loss"]))
@@ -125,7 +118,7 @@ class VLAMetric:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
-                continue
+                continue  # a line cut short by a kill
         return out
 
     def finish(self) -> Path | None:
