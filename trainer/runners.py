@@ -322,9 +322,7 @@ class BaseTrainRunner:
                                     samples_per_s=global_batch / max(elapsed, 1e-9), time=time.time())
                 progress.update(1)
                 progress.set_postfix(loss=f"{record['loss_smoothed']:.4f}", lr=f"{lr:.2e}", refresh=False)
-                epoch_ends = step_in_epoch == steps_per_epoch
-                epoch_save = epoch_ends and ((epoch + 1) % self.save_epoch_interval == 0
-                                             or epoch + 1 == self.max_epochs)
+                epoch_save = step_in_epoch == steps_per_epoch and self._saves_after_epoch(epoch + 1)
                 if self.save_step_interval and step % self.save_step_interval == 0 and not epoch_save:
                     self.save(model, optimizer, scheduler, ckpt.checkpoint_name(step=step), step=step,
                               epoch=epoch, step_in_epoch=step_in_epoch)
@@ -334,7 +332,7 @@ class BaseTrainRunner:
                 break  # max_steps reached inside the epoch
             epoch += 1
             step_in_epoch = 0
-            if epoch % self.save_epoch_interval == 0 or epoch == self.max_epochs:
+            if self._saves_after_epoch(epoch):
                 self.save(model, optimizer, scheduler, ckpt.checkpoint_name(epoch=epoch), step=step, epoch=epoch,
                           step_in_epoch=0)
                 last_saved = step
@@ -346,6 +344,9 @@ class BaseTrainRunner:
         barrier()
         return {"step": step, "epoch": epoch, "latest": ckpt.read_latest(self.work_dir),
                 "steps_per_epoch": steps_per_epoch, "accumulation": accumulation}
+
+    def _saves_after_epoch(self, epochs_done: int) -> bool:
+        return epochs_done % self.save_epoch_interval == 0 or epochs_done == self.max_epochs
 
     def _accumulate(self, model: nn.Module, batches: Iterator[dict], accumulation: int) -> torch.Tensor:
         """Forward/backward `accumulation` micro-batches; returns the sum of their (unscaled) losses."""
