@@ -56,15 +56,19 @@ class RequestBuilder:
             for key, src in OPENPI_IMAGE_SOURCES.items():
                 if src in self.cameras:
                     req[key] = resize_with_pad(self._image(obs[src]), self.resize_size)
-            req["observation/state"] = np.concatenate([
-                obs["robot0_eef_pos"], quat2axisangle(np.asarray(obs["robot0_eef_quat"], dtype=np.float64)),
-                obs["robot0_gripper_qpos"]]).astype(np.float64)
+            req["observation/state"] = libero_state(obs)
         req[protocol.PROMPT_KEY] = prompt
         if self.replay:
             req["replay_step"] = int(step)
             if replay_key:
                 req["replay_key"] = replay_key
         return req
+
+
+def libero_state(obs: dict[str, Any]) -> np.ndarray:
+    """The 8-dim LIBERO state, float64: eef position + axis-angle + gripper qpos (openpi's observation/state)."""
+    return np.concatenate([obs["robot0_eef_pos"], quat2axisangle(obs["robot0_eef_quat"]),
+                           obs["robot0_gripper_qpos"]]).astype(np.float64)
 
 
 def quat2axisangle(quat: np.ndarray) -> np.ndarray:

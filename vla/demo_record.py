@@ -47,13 +47,6 @@ def controller_actions(rng: np.random.Generator, steps: int) -> np.ndarray:
     return actions
 
 
-def libero_state(obs: dict[str, Any]) -> np.ndarray:
-    from sim_client.policy import quat2axisangle
-
-    return np.concatenate([obs["robot0_eef_pos"], quat2axisangle(obs["robot0_eef_quat"]),
-                           obs["robot0_gripper_qpos"]]).astype(np.float32)
-
-
 def _upright(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[::-1, ::-1])  # LIBERO renders upside down
 
@@ -68,6 +61,7 @@ class _Recorder:
 
     def episode(self, task_id: int, episode: int) -> tuple[str, dict[str, np.ndarray]]:
         from sim_client.env import NOOP_ACTION, LiberoEnv
+        from sim_client.policy import libero_state
         from sim_client.suites import get_tasks, load_init_states
         from vla.data.libero import ACTION_KEY, IMAGE_KEY, STATE_KEY, WRIST_IMAGE_KEY
 
@@ -87,7 +81,7 @@ class _Recorder:
         for action in actions:
             agent.append(_upright(obs["agentview_image"]))
             wrist.append(_upright(obs["robot0_eye_in_hand_image"]))
-            states.append(libero_state(obs))
+            states.append(libero_state(obs).astype(np.float32))
             obs, _done = env.step(action, render=True)
         data = {IMAGE_KEY: np.stack(agent), WRIST_IMAGE_KEY: np.stack(wrist), STATE_KEY: np.stack(states),
                 ACTION_KEY: actions}
