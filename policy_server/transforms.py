@@ -22,7 +22,6 @@ dir's statistics or the model's sizes, so configs stay as the seed writes them.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,6 +32,7 @@ from vla.data.image_ops import normalize_images, resize_images
 from vla.data.image_ops import rotate_180 as _rotate_180_generic
 from vla.data.prompts import PromptTokenizer, build_prompt
 from vla.normalize import DatasetStatistics, Normalizer
+from vla.wire.libero_state import quat2axisangle
 
 OPENPI_STATE_KEY = "libero_state"
 _OPENPI_IMAGES = ("observation/image", "observation/wrist_image")
@@ -41,16 +41,6 @@ _SIM_TO_OPENPI = {"agentview_image": "observation/image", "robot0_eye_in_hand_im
 
 class EvalTransformError(ValueError):
     """An observation a transform cannot process; the message names the transform and key."""
-
-
-def quat2axisangle(quat: np.ndarray) -> np.ndarray:
-    """x-y-z-w quaternion -> axis-angle (3), as robosuite / openpi's LIBERO example compute it."""
-    q = np.asarray(quat, dtype=np.float64).copy()
-    q[3] = min(max(q[3], -1.0), 1.0)
-    den = math.sqrt(1.0 - q[3] * q[3])
-    if math.isclose(den, 0.0):
-        return np.zeros(3)
-    return q[:3] * 2.0 * math.acos(q[3]) / den
 
 
 def rotate_180(image: np.ndarray) -> np.ndarray:

@@ -7,13 +7,13 @@ and whether to rotate images (the server's declared `image_orientation`, never a
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 import numpy as np
 
 from vla.wire import protocol
+from vla.wire.libero_state import libero_state
 
 SIM_IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
 OPENPI_IMAGE_SOURCES = {"observation/image": "agentview_image", "observation/wrist_image": "robot0_eye_in_hand_image"}
@@ -63,22 +63,6 @@ class RequestBuilder:
             if replay_key:
                 req["replay_key"] = replay_key
         return req
-
-
-def libero_state(obs: dict[str, Any]) -> np.ndarray:
-    """The 8-dim LIBERO state, float64: eef position + axis-angle + gripper qpos (openpi's observation/state)."""
-    return np.concatenate([obs["robot0_eef_pos"], quat2axisangle(obs["robot0_eef_quat"]),
-                           obs["robot0_gripper_qpos"]]).astype(np.float64)
-
-
-def quat2axisangle(quat: np.ndarray) -> np.ndarray:
-    """x-y-z-w quaternion → axis-angle (robosuite's convention, as openpi's client computes it)."""
-    quat = np.array(quat, dtype=np.float64)
-    w = min(max(quat[3], -1.0), 1.0)
-    den = math.sqrt(1.0 - w * w)
-    if math.isclose(den, 0.0):
-        return np.zeros(3)
-    return quat[:3] * 2.0 * math.acos(w) / den
 
 
 def resize_with_pad(img: np.ndarray, size: int) -> np.ndarray:

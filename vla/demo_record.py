@@ -61,9 +61,9 @@ class _Recorder:
 
     def episode(self, task_id: int, episode: int) -> tuple[str, dict[str, np.ndarray]]:
         from sim_client.env import NOOP_ACTION, LiberoEnv
-        from sim_client.policy import libero_state
         from sim_client.suites import get_tasks, load_init_states
         from vla.data.libero import ACTION_KEY, IMAGE_KEY, STATE_KEY, WRIST_IMAGE_KEY
+        from vla.wire.libero_state import libero_state
 
         task = get_tasks(self.suite)[task_id]
         if self.task_id != task_id:

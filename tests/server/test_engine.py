@@ -13,7 +13,7 @@ import torch
 
 from policy_server.engine import EngineError, load_engine
 from policy_server.schema import example_observation
-from policy_server.transforms import quat2axisangle
+from vla.wire.libero_state import quat2axisangle
 from tests.server import engine_fixtures as fx
 from tests.server.conftest import TRANSPORTS, client, start_server
 from vla.data.image_ops import resize_images
