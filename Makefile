@@ -8,11 +8,12 @@ PIP := $(VPY) -m pip --disable-pip-version-check -q
 TORCH_VERSION := 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help install sim deploy-tools test test-slow demo bench proto images clean
+.PHONY: help install sim deploy-tools test test-fast test-slow demo bench proto images clean
 
 help:
 	@echo "make demo       end-to-end demo on a dataset it records itself (train -> serve -> evaluate)"
-	@echo "make test       install and run the test suite (slow tests excluded)"
+	@echo "make test       install and run the whole test suite, slow tests included (what CI runs)"
+	@echo "make test-fast  the quick development loop: everything but the slow tests"
 	@echo "make test-slow  the slow tests only"
 	@echo "make bench      run benchmarks/ and print their RESULT lines"
 	@echo "make sim        install the LIBERO simulator (no torch) and its headless rendering libraries"
@@ -44,6 +45,9 @@ sim: $(VENV)/.stamp-sim
 deploy-tools: $(VENV)/.stamp-deploy
 
 test: $(VENV)/.stamp-project $(VENV)/.stamp-sim $(VENV)/.stamp-deploy
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.stamp-project $(VENV)/.stamp-sim $(VENV)/.stamp-deploy
 	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.stamp-project $(VENV)/.stamp-sim

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, skip_or_fail
 
 DEPLOY = REPO / "deploy"
 DOCKERFILES = sorted((REPO / "services").glob("*/Dockerfile"))
@@ -45,8 +45,7 @@ def require_tool(name: str) -> str:
         path = _which(name)
         if path is None:
             reason = f"{name} unavailable: scripts/install_deploy_tools.sh could not install it ({log})"
-            print(reason)
-            pytest.skip(reason)
+            skip_or_fail(reason)
     return path
 
 

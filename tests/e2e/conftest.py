@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, libero_missing
+from tests.conftest import REPO, libero_missing, skip_or_fail
 
 # Small: 2 tasks x 1 episode x 8 frames recorded; 3 training steps; evaluation 1 trial per task
 # with a 10-step budget, so each episode sends exactly one query (chunk 10) to the server.
@@ -37,8 +37,7 @@ def demo_root(tmp_path_factory) -> Path:
     """ROOT with data/ (recorded from LIBERO) and tokenizer/, made by the demo's own first two steps."""
     reason = libero_missing()
     if reason:
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
+        skip_or_fail(reason)
     root = tmp_path_factory.mktemp("e2e") / "demo"
     proc = run_demo(root, "--stop-after", "tokenizer", timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, libero_missing
+from tests.conftest import REPO, free_port, libero_missing, skip_or_fail
 
 NO_TORCH = Path(__file__).parent / "no_torch"
 
@@ -16,8 +16,7 @@ NO_TORCH = Path(__file__).parent / "no_torch"
 def libero():
     reason = libero_missing()
     if reason:
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
+        skip_or_fail(reason)
     from sim_client.render import choose_renderer
 
     try:

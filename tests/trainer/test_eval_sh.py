@@ -2,13 +2,12 @@
 client; `vla-train --eval-after-train` runs it on the last checkpoint."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, libero_missing, skip_or_fail
 
 from .conftest import data_options, run_train, train_env
 
@@ -50,20 +49,13 @@ def test_eval_sh_reports_a_server_that_cannot_start_and_leaves_nothing_running(t
     assert not _pgrep_server(work_dir)
 
 
-def _libero_ready() -> str | None:
-    if importlib.util.find_spec("libero") is None or importlib.util.find_spec("robosuite") is None:
-        return "LIBERO is not installed (make sim)"
-    return None
-
-
 @pytest.mark.slow
 @pytest.mark.libero
 @pytest.mark.timeout(600)
 def test_train_then_eval_after_train_on_libero(train_data, tmp_path):
-    reason = _libero_ready()
+    reason = libero_missing()
     if reason:
-        print(f"skipping: {reason}")
-        pytest.skip(reason)
+        skip_or_fail(reason)
     work_dir = tmp_path / "wd"
     options = data_options(train_data)[:2] + [
         "runner.max_steps=1", f"eval.dataset.transforms.2.tokenizer.model_path={train_data['tokenizer']}"]

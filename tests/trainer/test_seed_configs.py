@@ -40,8 +40,6 @@ def tiny_runs(train_data, tmp_path_factory):
 
 @pytest.mark.parametrize("config", TINY_CONFIGS, ids=lambda c: c.split("/")[-1].removesuffix("_tiny.py"))
 def test_tiny_config_trains_into_a_complete_work_dir(config, tiny_runs):
-    if not (REPO / config).exists():
-        pytest.skip(f"{config} has not landed yet (models helper)")
     work_dir = tiny_runs(config)
 
     names = {p.name for p in work_dir.iterdir()}
