@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from vla.config import atomic_write_text
-from vla.config.loader import _fsync_dir
+from vla.config.loader import FILE_MODE, _fsync_dir
 
 LATEST = "latest"
 TRAIN_STATE_DIR = "train_state"
@@ -37,17 +37,6 @@ _NAME_RE = re.compile(r"^checkpoint_(epoch|step)_(\d+)\.pt$")
 # Test hook: seconds to pause between writing the weights and committing the manifest, so a
 # test can SIGKILL the real process in the middle of a save. Unset in normal runs.
 _SAVE_PAUSE_ENV = "VLA_CHECKPOINT_TEST_PAUSE_S"
-
-
-def _file_mode() -> int:
-    # mkstemp creates 0600 files; checkpoints are read by other processes (the policy server,
-    # possibly another user in a container), so give them the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_MODE = _file_mode()
 
 
 class CheckpointError(RuntimeError):
@@ -64,7 +53,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> int:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, _MODE)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

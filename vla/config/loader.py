@@ -71,6 +71,19 @@ class Config(dict):
         return json_path, yaml_path
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# mkstemp/mkdtemp create 0600/0700; what the atomic writers leave (configs, dataset metadata,
+# statistics, checkpoints, tokenizers) is read by other processes, possibly another uid in a
+# container, so it gets the mode a plain open()/mkdir() would have given it.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write to a temp file beside `path`, fsync, rename: readers never see half a file."""
     path = Path(path)
@@ -81,6 +94,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
