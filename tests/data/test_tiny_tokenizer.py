@@ -1,6 +1,9 @@
 """The tiny tokenizer is a real HF fast tokenizer that AutoTokenizer loads from disk."""
 from __future__ import annotations
 
+import os
+import stat
+
 from transformers import AutoTokenizer
 
 from vla.data import PretrainedTokenizer
@@ -31,3 +34,12 @@ def test_rebuild_replaces_and_wrapper_loads(tmp_path):
     assert wrapped.token_id("<image>") is not None and wrapped.token_id("<IMG_CONTEXT>") is None
     assert wrapped("open the drawer")["input_ids"][0] == wrapped.bos_token_id
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+
+def test_the_tokenizer_directory_has_the_mode_mkdir_would_give(tmp_path):
+    # Not mkdtemp's 0700: the policy-server container may run as another uid than the trainer.
+    umask = os.umask(0)
+    os.umask(umask)
+    out = build_tiny_tokenizer(tmp_path / "tok")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask != 0o700

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from vla.config.loader import DIR_MODE
+
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<bos>", "<eos>", "<unk>", "<image>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, IMAGE]
 DEFAULT_VOCAB_SIZE = 512
@@ -55,6 +57,7 @@ def build_tiny_tokenizer(out_dir: str | os.PathLike, texts: Iterable[str] | None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        os.chmod(staging, DIR_MODE)  # not mkdtemp's 0700: the server may run as another uid
         fast.save_pretrained(str(staging))
         old = None
         if out_dir.exists():
@@ -67,3 +70,17 @@ def build_tiny_tokenizer(out_dir: str | os.PathLike, texts: Iterable[str] | None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def build_tiny_tokenizer_for_dataset(out_dir: str | os.PathLike, data_root: str | os.PathLike,
+                                     vocab_size: int = DEFAULT_VOCAB_SIZE) -> Path:
+    """`build_tiny_tokenizer` on the task strings of the LeRobot dataset at `data_root` (the demo's
+    tokenizer step, and the trainer image's when its dataset comes without one)."""
+    from vla.data.reader import LeRobotReader
+
+    reader = LeRobotReader(data_root)
+    try:
+        texts = [reader.task(i) for i in range(reader.info["total_tasks"])]
+    finally:
+        reader.close()
+    return build_tiny_tokenizer(out_dir, texts=texts, vocab_size=vocab_size)
