@@ -182,15 +182,9 @@ def main(argv=None) -> int:
             return 0
 
         def build_tokenizer() -> None:
-            from vla.data.reader import LeRobotReader
-            from vla.data.tiny_tokenizer import build_tiny_tokenizer
+            from vla.data.tiny_tokenizer import build_tiny_tokenizer_for_dataset
 
-            reader = LeRobotReader(data_root)
-            try:
-                texts = [reader.task(i) for i in range(reader.info["total_tasks"])]
-            finally:
-                reader.close()
-            build_tiny_tokenizer(tokenizer, texts=texts)
+            build_tiny_tokenizer_for_dataset(tokenizer, data_root)
 
         steps.run("tokenizer", root, dict(data=str(data_root)), build_tokenizer, tokenizer)
         if args.stop_after == "tokenizer":

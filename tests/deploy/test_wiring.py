@@ -83,7 +83,7 @@ def test_training_job_pods_become_one_torchrun_group():
 
 def test_compose_trainer_entrypoint_trains_the_env_config(tmp_path):
     svc = _compose_services()["trainer"]
-    env = {k: _compose_defaults(str(v)) for k, v in svc["environment"].items()}
+    env = {k: _compose_defaults(str(v)) for k, v in svc["environment"].items() if v is not None}
     cmd = _dry_run(["bash", "services/trainer/entrypoint.sh"],
                    {**env, "VLA_APP_DIR": str(REPO), "PREPARE_DEMO_DATA": "never"})
     assert cmd[-2:] == [env["TRAIN_CONFIG"], env["TRAIN_WORK_DIR"]]
@@ -104,4 +104,19 @@ def test_trainer_entrypoint_makes_the_demo_data_it_defaults_to(tmp_path):
     from vla.data.reader import LeRobotReader
 
     assert LeRobotReader(data).num_episodes == 2
+    assert (tokenizer / "tokenizer.json").is_file()
+
+
+def test_trainer_entrypoint_keeps_a_dataset_it_is_given_and_builds_only_its_tokenizer(tmp_path):
+    # `make images-test` seeds the volume with recorded LIBERO episodes and no tokenizer.
+    from vla.data.reader import LeRobotReader
+    from vla.data.synthetic import write_synthetic_libero_dataset
+
+    data, tokenizer = tmp_path / "data", tmp_path / "tokenizer"
+    write_synthetic_libero_dataset(data, num_episodes=1)
+    info = (data / "meta" / "info.json").read_bytes()
+    _dry_run(["bash", "services/trainer/entrypoint.sh"],
+             {"VLA_APP_DIR": str(REPO), "DEMO_DATA_ROOT": str(data), "DEMO_TOKENIZER_DIR": str(tokenizer),
+              "DEMO_EPISODES": "3", "TRAIN_WORK_DIR": str(tmp_path / "wd")})
+    assert (data / "meta" / "info.json").read_bytes() == info and LeRobotReader(data).num_episodes == 1
     assert (tokenizer / "tokenizer.json").is_file()
