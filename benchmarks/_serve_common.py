@@ -90,8 +90,9 @@ def make_tiny_pi0_work_dir(root: Path) -> Path:
     import torch
 
     from vla import checkpoint as ckpt
-    from vla.config import Config, atomic_write_text, build
+    from vla.config import Config, build
     from vla.data.tiny_tokenizer import build_tiny_tokenizer
+    from vla.io import atomic_write_text
     from vla.normalize import DatasetStatistics, FeatureStats, save_statistics
 
     root = Path(root)

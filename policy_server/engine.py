@@ -29,6 +29,7 @@ from policy_server import transforms as eval_transforms
 from policy_server.policy import BasePolicy
 from vla import checkpoint as ckpt
 from vla.config import ConfigError, build
+from vla.io import read_json
 from vla.normalize import STATISTICS_FILENAME, DatasetStatistics, load_statistics
 from vla.wire import protocol
 from vla.wire.errors import ErrorCode, PolicyError
@@ -81,7 +82,7 @@ def _statistic_name(cfg: dict, stats_path: Path) -> str:
     names = {v for k, v in _walk(cfg) if k == "statistic_name" and isinstance(v, str)}
     if len(names) == 1:
         return names.pop()
-    available = sorted(json.loads(stats_path.read_text(encoding="utf-8")))
+    available = sorted(read_json(stats_path, error=EngineError))
     if len(available) == 1:
         return available[0]
     raise EngineError(f"{stats_path}: cannot tell which statistics to use (config names {sorted(names)}, "
@@ -214,10 +215,7 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
     for path in (cfg_path, stats_path):
         if not path.is_file():
             raise EngineError(f"{path}: missing; is {work_dir} a work dir the trainer wrote?")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise EngineError(f"{cfg_path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    cfg = read_json(cfg_path, error=EngineError)
     if "model" not in cfg:
         raise EngineError(f"{cfg_path}: no 'model' section")
     statistic_name = _statistic_name(cfg, stats_path)

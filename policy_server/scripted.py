@@ -17,7 +17,6 @@ All take `compute_ms`: a sleep per batch that stands in for model time.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from policy_server.policy import BasePolicy
+from vla.io import read_json
 from vla.wire import protocol
 from vla.wire.errors import ErrorCode, PolicyError
 
@@ -107,10 +107,7 @@ class ReplayPolicy(ScriptedPolicy):
             raise ValueError(f"replay file {path} not found")
         if path.suffix == ".npy":
             return {"*": np.load(path, allow_pickle=False)}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        data = read_json(path, error=ValueError)
         if isinstance(data, list):
             data = {"*": data}
         if not isinstance(data, dict):

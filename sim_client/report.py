@@ -1,11 +1,12 @@
 """Success table (95% Wilson interval, errors apart), summary.json and success_by_task.png."""
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
+
+from vla.io import write_json
 
 Z95 = 1.959963984540054
 
@@ -82,12 +83,10 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def write_report(out_dir: str | Path, lines: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict:
     """summary.json + success_by_task.png beside results.jsonl; returns the summary."""
-    from vla.config import atomic_write_text
-
     out_dir = Path(out_dir)
     summary = summarize(lines)
     summary.update(extra or {})
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "summary.json", summary)
     plot_success(summary, out_dir / "success_by_task.png")
     return summary
 

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from vla.io import read_jsonl, write_jsonl
+
 Key = tuple[str, int, int]  # (suite, task_id, trial)
 
 FIELDS = ("suite", "task_id", "task", "trial", "seed", "success", "steps", "error", "duration_s", "video",
@@ -26,20 +28,7 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    out = []
-    with open(path, "rb") as f:
-        data = f.read()
-    for n, raw in enumerate(data.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError:
-            if not data.endswith(b"\n") and raw == data.split(b"\n")[-1]:
-                break  # torn tail from a kill mid-write
-            raise ValueError(f"{path}:{n}: not a JSON line: {raw[:80]!r}") from None
-        out.append(line)
-    return out
+    return read_jsonl(path, error=ValueError, torn_tail_ok=True)
 
 
 class ResultsFile:
@@ -105,8 +94,6 @@ def select_shard(keys: Iterable[Key], shard: tuple[int, int]) -> list[Key]:
 def merge(out: str | os.PathLike, shard_dirs: Iterable[str | os.PathLike],
           expected: Iterable[Key] | None = None) -> dict[str, Any]:
     """Join shard results into OUT/results.jsonl; report duplicates and (if known) missing episodes."""
-    from vla.config import atomic_write_text
-
     seen: dict[Key, dict[str, Any]] = {}
     duplicates: list[Key] = []
     sources = []
@@ -124,6 +111,6 @@ def merge(out: str | os.PathLike, shard_dirs: Iterable[str | os.PathLike],
     missing = sorted(set(expected) - set(seen)) if expected is not None else []
     lines = [seen[k] for k in sorted(seen)]
     out_path = Path(out) / "results.jsonl"
-    atomic_write_text(out_path, "".join(json.dumps(line) + "\n" for line in lines))
+    write_jsonl(out_path, lines)
     return {"out": str(out_path), "episodes": len(lines), "sources": sources,
             "duplicates": [list(k) for k in duplicates], "missing": [list(k) for k in missing]}

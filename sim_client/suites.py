@@ -61,7 +61,7 @@ def ensure_libero_config(config_dir: str | os.PathLike | None = None) -> Path:
 
     Must run before the first `import libero.libero`, which otherwise prompts on stdin.
     """
-    from vla.config import atomic_write_text
+    from vla.io import atomic_write_text
 
     config_dir = Path(config_dir or os.environ.get("LIBERO_CONFIG_PATH") or DEFAULT_CONFIG_DIR)
     root = _libero_root()

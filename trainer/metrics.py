@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from vla.config import atomic_write_text, register
+from vla.config import register
+from vla.io import read_jsonl, write_jsonl
 
 METRICS_FILENAME = "metrics.jsonl"
 TRACKERS = ("jsonl", "wandb")
@@ -91,7 +92,7 @@ class VLAMetric:
         if not self.path.exists():
             return
         kept = [r for r in self.records() if int(r.get("step", -1)) <= step]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_jsonl(self.path, kept)
         for record in kept[-self.window_size:]:
             self._window.append(float(record["loss"]))
 
@@ -113,13 +114,7 @@ class VLAMetric:
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-        return out
+        return read_jsonl(self.path, torn_tail_ok=True)   # a last line cut short by a kill is dropped
 
     def finish(self) -> Path | None:
         """Close trackers and draw `loss.png` (raw and smoothed loss over steps). Rank 0 only."""

@@ -14,20 +14,17 @@ a checkpoint whose manifest is missing or whose files do not match it.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 
-from vla.config import atomic_write_text
-from vla.config.loader import FILE_MODE, _fsync_dir
+from vla.io import JSONFileError, atomic_write, atomic_write_text, read_json, write_json
 
 LATEST = "latest"
 TRAIN_STATE_DIR = "train_state"
@@ -43,29 +40,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or is incomplete; the message names the file."""
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> int:
-    """`write(tmp)` a temp file beside `path`, fsync it, rename it into place; returns the size in bytes.
-    A crash at any point leaves either the old file or the new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path.stat().st_size
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> int:
     """torch.save to a temp file beside `path`, fsync, rename; returns the size in bytes."""
-    return _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+    return atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def checkpoint_name(*, epoch: int | None = None, step: int | None = None) -> str:
@@ -109,7 +86,7 @@ def save_adapter(work_dir: str | os.PathLike, name: str, state_dict: Mapping[str
 
     path = Path(work_dir) / adapter_name(name)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
     return path
 
 
@@ -138,7 +115,7 @@ def commit(work_dir: str | os.PathLike, name: str, *, step: int, epoch: int, ext
             files[f.name] = {"path": f"{TRAIN_STATE_DIR}/{state_dir.name}/{f.name}", "bytes": f.stat().st_size}
     manifest = {"version": MANIFEST_VERSION, "checkpoint": name, "step": int(step), "epoch": int(epoch),
                 "files": files, "time": time.time(), **dict(extra or {})}
-    atomic_write_text(state_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    write_json(state_dir / MANIFEST, manifest)
     atomic_write_text(work_dir / LATEST, name + "\n")
     _prune_train_states(work_dir, keep=keep_train_states)
     return weights
@@ -157,8 +134,8 @@ def _verify(work_dir: Path, name: str) -> Resumable | None:
     """The checkpoint `name` if its manifest exists and every file it lists has the listed size."""
     state_dir = train_state_dir(work_dir, name)
     try:
-        manifest = json.loads((state_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        manifest = read_json(state_dir / MANIFEST)
+    except (OSError, JSONFileError):
         return None
     if manifest.get("checkpoint") != name:
         return None

@@ -6,9 +6,10 @@ interpolated inside buckets the way Prometheus' `histogram_quantile` does.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from vla import io
 
 REQUEST_HISTOGRAM = "policy_request_duration_seconds"
 
@@ -108,6 +109,4 @@ def final_report(work_dir: Path, eval_dir: Path, data_root: Path, timings: dict[
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    from vla.config import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    io.write_json(path, data, sort_keys=True)

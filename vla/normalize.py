@@ -12,13 +12,14 @@ server (normalise proprio, denormalise actions), so the two can never disagree.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from vla.io import read_json, write_json
 
 EPS = 1e-8
 STAT_KEYS = ("mean", "std", "min", "max", "q01", "q99")
@@ -116,10 +117,7 @@ def load_statistics(path: str | os.PathLike, statistic_name: str) -> DatasetStat
         path = path / STATISTICS_FILENAME
     if not path.is_file():
         raise StatisticsError(f"{path}: statistics file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StatisticsError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    data = read_json(path, error=StatisticsError)
     if not isinstance(data, dict):
         raise StatisticsError(f"{path}: expected an object keyed by statistic_name")
     if statistic_name not in data:
@@ -130,14 +128,10 @@ def load_statistics(path: str | os.PathLike, statistic_name: str) -> DatasetStat
 
 def save_statistics(path: str | os.PathLike, statistic_name: str, stats: DatasetStatistics) -> None:
     """Write (or add to) a statistics file atomically."""
-    from vla.config.loader import atomic_write_text
-
     path = Path(path)
-    existing: dict[str, Any] = {}
-    if path.is_file():
-        existing = json.loads(path.read_text(encoding="utf-8"))
+    existing: dict[str, Any] = read_json(path, error=StatisticsError) if path.is_file() else {}
     existing[statistic_name] = stats.to_dict()
-    atomic_write_text(path, json.dumps(existing, indent=2) + "\n")
+    write_json(path, existing)
 
 
 class Normalizer:

@@ -1,5 +1,4 @@
 import json
-import os
 import textwrap
 
 import pytest
@@ -156,22 +155,3 @@ def test_bad_files(tmp_path):
     badj = write(tmp_path, "bad.json", "{\n  'x': 1}")
     with pytest.raises(ConfigError, match=r"bad\.json:2: invalid JSON"):
         Config.fromfile(badj)
-
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def test_atomic_write_text_leaves_a_file_with_the_mode_open_would_give(tmp_path):
-    # Not mkstemp's 0600: a dataset's meta/ written on the host must be readable by the containers'
-    # uid (make images-test copies it into the trainer's volume as uid 10001).
-    import stat
-
-    from vla.config import atomic_write_text
-
-    target = tmp_path / "meta" / "info.json"
-    atomic_write_text(target, "{}")
-    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_umask() != 0o600

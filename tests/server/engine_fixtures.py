@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from vla import checkpoint as ckpt
-from vla.config import atomic_write_text, register
+from vla.config import register
+from vla.io import atomic_write_text
 from vla.normalize import DatasetStatistics, FeatureStats, save_statistics
 
 STAT_NAME = "libero_10_no_noops"

@@ -12,8 +12,9 @@ from tests.server import engine_fixtures as fx
 from tests.server.conftest import TRANSPORTS, client, start_server
 from tests.server.test_engine import sim_obs
 from vla import checkpoint as ckpt
-from vla.config import Config, atomic_write_text, build
+from vla.config import Config, build
 from vla.data.tiny_tokenizer import build_tiny_tokenizer
+from vla.io import atomic_write_text
 from vla.models.loading import load_weights
 from vla.normalize import load_statistics, save_statistics
 

@@ -1,11 +1,10 @@
 """Config files, the flat type registry and `build`. Torch-free."""
-from vla.config.loader import Config, atomic_write_text, parse_value
+from vla.config.loader import Config, parse_value
 from vla.config.registry import ConfigError, build, build_value, lookup, register, registered_names
 
 __all__ = [
     "Config",
     "ConfigError",
-    "atomic_write_text",
     "build",
     "build_value",
     "lookup",

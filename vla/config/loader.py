@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import ast
 import copy
-import json
 import os
 import runpy
-import tempfile
 import types
 from pathlib import Path
 from typing import Any, Iterable
 
 from vla.config.registry import ConfigError
+from vla.io import atomic_write_text, read_json, write_json
 
 BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
@@ -66,54 +65,9 @@ class Config(dict):
         plain = self.to_plain()
         json_path = work_dir / "config.json"
         yaml_path = work_dir / "config.yaml"
-        atomic_write_text(json_path, json.dumps(plain, indent=2, sort_keys=False) + "\n")
+        write_json(json_path, plain)
         atomic_write_text(yaml_path, yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
         return json_path, yaml_path
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-# mkstemp/mkdtemp create 0600/0700; what the atomic writers leave (configs, dataset metadata,
-# statistics, checkpoints, tokenizers) is read by other processes, possibly another uid in a
-# container, so it gets the mode a plain open()/mkdir() would have given it.
-FILE_MODE = 0o666 & ~_umask()
-DIR_MODE = 0o777 & ~_umask()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temp file beside `path`, fsync, rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _load_file(path: Path) -> dict[str, Any]:
@@ -128,10 +82,7 @@ def _load_file(path: Path) -> dict[str, Any]:
         return {k: v for k, v in namespace.items()
                 if not k.startswith("__") and not isinstance(v, (types.ModuleType, types.FunctionType, type))}
     if suffix == ".json":
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+        return read_json(path, error=ConfigError)
     if suffix in (".yaml", ".yml"):
         import yaml
 

@@ -12,15 +12,14 @@ v3.0 (many episodes per file, `{file_index}` templates) is a different layout an
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vla.config import atomic_write_text
 from vla.data.errors import DatasetError
+from vla.io import read_json, read_jsonl
 
 CODEBASE_VERSION = "v2.1"
 READABLE_VERSIONS = ("v2.0", "v2.1")
@@ -34,41 +33,6 @@ EPISODES_STATS_PATH = "meta/episodes_stats.jsonl"
 STATS_PATH = "meta/stats.json"  # v2.0
 # Columns every LeRobot frame carries besides the dataset's own features.
 INDEX_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-
-
-def read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{lineno}: invalid JSON line: {exc.msg}") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=4) + "\n")
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def episode_chunk(episode_index: int, chunks_size: int) -> int:
@@ -179,7 +143,7 @@ class DatasetMeta:
         if not root.is_dir():
             raise DatasetError(f"{root}: dataset directory not found")
         info_path = root / INFO_PATH
-        info = read_json(info_path)
+        info = read_json(info_path, error=DatasetError)
         if not isinstance(info, dict):
             raise DatasetError(f"{info_path}: expected a JSON object")
         version = check_version(info, str(info_path))
@@ -189,14 +153,14 @@ class DatasetMeta:
             raise DatasetError(f"{info_path}: has video features but no 'video_path' template")
 
         episodes_path = root / EPISODES_PATH
-        episodes = read_jsonl(episodes_path)
+        episodes = read_jsonl(episodes_path, error=DatasetError)
         for i, ep in enumerate(episodes):
             require_keys(ep, ("episode_index", "length"), f"{episodes_path}:{i + 1}")
         episodes.sort(key=lambda e: int(e["episode_index"]))
 
         tasks_path = root / TASKS_PATH
         tasks = {}
-        for i, row in enumerate(read_jsonl(tasks_path)):
+        for i, row in enumerate(read_jsonl(tasks_path, error=DatasetError)):
             require_keys(row, ("task_index", "task"), f"{tasks_path}:{i + 1}")
             tasks[int(row["task_index"])] = str(row["task"])
 
@@ -204,13 +168,13 @@ class DatasetMeta:
         stats_path = root / EPISODES_STATS_PATH
         if stats_path.is_file():
             episodes_stats = {}
-            for i, row in enumerate(read_jsonl(stats_path)):
+            for i, row in enumerate(read_jsonl(stats_path, error=DatasetError)):
                 require_keys(row, ("episode_index", "stats"), f"{stats_path}:{i + 1}")
                 episodes_stats[int(row["episode_index"])] = row["stats"]
         elif version == "v2.1":
             raise DatasetError(f"{stats_path}: file not found (a v2.1 dataset keeps per-episode stats there)")
         elif (root / STATS_PATH).is_file():
-            global_stats = read_json(root / STATS_PATH)
+            global_stats = read_json(root / STATS_PATH, error=DatasetError)
         return cls(root, info, version, features, episodes, tasks, episodes_stats, global_stats)
 
     @property

@@ -20,6 +20,7 @@ from vla.data import lerobot_format as fmt
 from vla.data.episode_stats import image_stats, numeric_stats
 from vla.data.errors import DatasetError
 from vla.data.video import VIDEO_CODEC_NAMES, encode_video
+from vla.io import fsync_dir, write_json, write_jsonl
 
 _INDEX_FEATURES = {
     "timestamp": {"dtype": "float32", "shape": [1], "names": None},
@@ -42,11 +43,7 @@ def _fsync_rename(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(final.parent)
 
 
 def _arrow_column(values: np.ndarray, spec: fmt.FeatureSpec) -> pa.Array:
@@ -204,12 +201,12 @@ class LeRobotWriter:
             total_episodes=n_eps, total_frames=self.num_frames, total_tasks=len(self.tasks),
             total_videos=n_eps * n_videos, total_chunks=fmt.episode_chunk(last, self.info["chunks_size"]) + 1,
             splits={"train": f"0:{n_eps}"})
-        fmt.write_jsonl(self.root / fmt.TASKS_PATH,
-                        [{"task_index": i, "task": t} for t, i in sorted(self.tasks.items(), key=lambda x: x[1])])
-        fmt.write_jsonl(self.root / fmt.EPISODES_STATS_PATH, self.episodes_stats)
+        write_jsonl(self.root / fmt.TASKS_PATH,
+                    [{"task_index": i, "task": t} for t, i in sorted(self.tasks.items(), key=lambda x: x[1])])
+        write_jsonl(self.root / fmt.EPISODES_STATS_PATH, self.episodes_stats)
         # episodes.jsonl is what makes an episode part of the dataset: written after its files and stats.
-        fmt.write_jsonl(self.root / fmt.EPISODES_PATH, self.episodes)
-        fmt.write_json(self.root / fmt.INFO_PATH, self.info)
+        write_jsonl(self.root / fmt.EPISODES_PATH, self.episodes)
+        write_json(self.root / fmt.INFO_PATH, self.info, indent=4)
 
     def close(self) -> None:
         if not (self.root / fmt.INFO_PATH).is_file():
