@@ -13,9 +13,10 @@ transform:
                               the `proprio` statistics, zero-padded to the model's `state_dim`
     DenormalizeLiberoAction   model output [chunk, A'] -> [chunk, 7] in LIBERO's units
 
-Image orientation is decided here and only here: LIBERO renders upside down and the training
-data (LeRobot conversions) hold frames rotated by 180°, so sim-key frames are rotated; openpi's
-client has already rotated its frames, so openpi-key frames are used as sent.
+Which frames to turn is decided here and only here: LIBERO renders upside down and the training
+data (LeRobot conversions) hold frames rotated by 180° (`vla.libero.rotate_180`), so sim-key
+frames are rotated; openpi's client has already rotated its frames, so openpi-key frames are
+used as sent.
 
 The engine calls `bind(statistics=..., state_dim=...)` on the transforms that need the work
 dir's statistics or the model's sizes, so configs stay as the seed writes them.
@@ -25,34 +26,19 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from vla.config import build, register
 from vla.data.image_ops import normalize_images, resize_images
-from vla.data.image_ops import rotate_180 as _rotate_180_generic
 from vla.data.prompts import PromptTokenizer, build_prompt
+from vla.libero import (CAMERA_KEYS, EEF_POS_KEY, EEF_QUAT_KEY, GRIPPER_QPOS_KEY, OPENPI_CAMERA_KEYS,
+                        OPENPI_STATE_KEY, libero_state, rotate_180)
 from vla.normalize import DatasetStatistics, Normalizer
-from vla.wire.libero_state import quat2axisangle
 
-OPENPI_STATE_KEY = "libero_state"
-_OPENPI_IMAGES = ("observation/image", "observation/wrist_image")
-_SIM_TO_OPENPI = {"agentview_image": "observation/image", "robot0_eye_in_hand_image": "observation/wrist_image"}
+STATE_SAMPLE_KEY = "libero_state"   # openpi's ready-made 8-dim state, carried to LiberoProprioFromInputs
 
 
 class EvalTransformError(ValueError):
     """An observation a transform cannot process; the message names the transform and key."""
-
-
-def rotate_180(image: np.ndarray) -> np.ndarray:
-    """H×W×C rotated by 180° (the same pixels as vla.data.image_ops.rotate_180). torch.flip copies
-    in one vectorised pass, about 20× faster than numpy's copy through two negative strides
-    (0.01 ms vs 0.2-0.4 ms for 256×256×3), and this runs for every camera of every request."""
-    img = np.asarray(image)
-    if img.ndim != 3 or img.dtype.kind not in "uif" or not img.dtype.isnative or not img.flags.c_contiguous:
-        return _rotate_180_generic(img)
-    if not img.flags.writeable:   # a decoded frame is a read-only view of the request bytes
-        img = img.copy()            # (torch warns on those); a straight copy is cheap
-    return torch.from_numpy(img).flip(0, 1).numpy()
 
 
 def _need(data: dict[str, Any], key: str, who: str) -> Any:
@@ -66,8 +52,7 @@ class ProcessLiberoEvalInputs:
     """Gather the camera frames named by `img_keys` (sim keys; their openpi twins are accepted
     too) into `images`, in the training data's orientation."""
 
-    def __init__(self, img_keys: Sequence[str] = ("agentview_image", "robot0_eye_in_hand_image"),
-                 embodiment_id: int | None = None):
+    def __init__(self, img_keys: Sequence[str] = CAMERA_KEYS, embodiment_id: int | None = None):
         self.img_keys = list(img_keys)
         self.embodiment_id = embodiment_id
 
@@ -75,10 +60,10 @@ class ProcessLiberoEvalInputs:
         if all(k in data for k in self.img_keys):
             frames = [rotate_180(np.asarray(data[k])) for k in self.img_keys]
         else:
-            keys = [_SIM_TO_OPENPI.get(k, k) for k in self.img_keys]
+            keys = [OPENPI_CAMERA_KEYS.get(k, k) for k in self.img_keys]
             frames = [np.asarray(_need(data, k, "ProcessLiberoEvalInputs")) for k in keys]
-            if "observation/state" in data:
-                data[OPENPI_STATE_KEY] = np.asarray(data["observation/state"], dtype=np.float64)
+            if OPENPI_STATE_KEY in data:
+                data[STATE_SAMPLE_KEY] = np.asarray(data[OPENPI_STATE_KEY], dtype=np.float64)
         # Cameras may differ in size; TransformImage resizes each to its own input size.
         data["images"] = frames
         data["img_masks"] = np.ones(len(frames), dtype=bool)
@@ -144,8 +129,8 @@ class LiberoPromptFromInputs:
 class LiberoProprioFromInputs:
     """`out_key` = normalised [eef_pos, axis-angle(eef_quat), gripper_qpos], zero-padded to `state_dim`."""
 
-    def __init__(self, use_quantiles: bool = False, pos_key: str = "robot0_eef_pos",
-                 quat_key: str = "robot0_eef_quat", gripper_key: str = "robot0_gripper_qpos",
+    def __init__(self, use_quantiles: bool = False, pos_key: str = EEF_POS_KEY,
+                 quat_key: str = EEF_QUAT_KEY, gripper_key: str = GRIPPER_QPOS_KEY,
                  out_key: str = "states", state_dim: int | None = None):
         self.use_quantiles = bool(use_quantiles)
         self.pos_key, self.quat_key, self.gripper_key, self.out_key = pos_key, quat_key, gripper_key, out_key
@@ -160,12 +145,11 @@ class LiberoProprioFromInputs:
 
     @staticmethod
     def raw_state(data: dict[str, Any], pos_key: str, quat_key: str, gripper_key: str) -> np.ndarray:
-        if OPENPI_STATE_KEY in data and pos_key not in data:
-            return np.asarray(data[OPENPI_STATE_KEY], dtype=np.float64)
+        if STATE_SAMPLE_KEY in data and pos_key not in data:
+            return np.asarray(data[STATE_SAMPLE_KEY], dtype=np.float64)
         who = "LiberoProprioFromInputs"
-        return np.concatenate([np.asarray(_need(data, pos_key, who), dtype=np.float64),
-                               quat2axisangle(_need(data, quat_key, who)),
-                               np.asarray(_need(data, gripper_key, who), dtype=np.float64)])
+        return libero_state({EEF_POS_KEY: _need(data, pos_key, who), EEF_QUAT_KEY: _need(data, quat_key, who),
+                             GRIPPER_QPOS_KEY: _need(data, gripper_key, who)})
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.normalizer is None:

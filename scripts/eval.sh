@@ -110,7 +110,7 @@ set -e
 # server is stopped next, and `make demo` reports its p50/p99 from this file.
 "$PY" - "$HTTP_PORT" "$OUT/server_metrics.prom" <<'PYEOF' || echo "eval.sh: could not save the server's /metrics" >&2
 import sys, urllib.request
-from vla.config import atomic_write_text
+from vla.io import atomic_write_text
 with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10) as r:
     atomic_write_text(sys.argv[2], r.read().decode())
 PYEOF

@@ -15,6 +15,7 @@ import numpy as np
 
 from sim_client.env import NOOP_ACTION, LiberoEnv
 from sim_client.policy import RequestBuilder, timed_infer
+from vla.libero import CAMERA_KEYS, rotate_180
 
 
 @dataclass
@@ -44,9 +45,9 @@ class EpisodeOutcome:
     frames: list[np.ndarray] = field(default_factory=list)
 
 
-def side_by_side(obs: dict[str, Any], keys=("agentview_image", "robot0_eye_in_hand_image")) -> np.ndarray:
+def side_by_side(obs: dict[str, Any], keys=CAMERA_KEYS) -> np.ndarray:
     """Video frame: the cameras next to each other, turned upright (LIBERO renders upside down)."""
-    return np.concatenate([obs[k][::-1, ::-1] for k in keys if k in obs], axis=1)
+    return np.concatenate([rotate_180(obs[k]) for k in keys if k in obs], axis=1)
 
 
 def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSpec, prompt: str,

@@ -12,11 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from vla.libero import CAMERA_KEYS, OPENPI_CAMERA_KEYS, OPENPI_STATE_KEY, PROPRIO_KEYS, libero_state, rotate_180
 from vla.wire import protocol
-from vla.wire.libero_state import libero_state
-
-SIM_IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
-OPENPI_IMAGE_SOURCES = {"observation/image": "agentview_image", "observation/wrist_image": "robot0_eye_in_hand_image"}
 
 
 class RequestBuilder:
@@ -35,28 +32,25 @@ class RequestBuilder:
         self.rotate = orientation == protocol.ORIENTATION_ROTATED_180
         self.resize_size = resize_size
         if self.layout == "sim":
-            declared = [k for k in SIM_IMAGE_KEYS if k in keys]
-            self.cameras = tuple(declared or SIM_IMAGE_KEYS)
+            declared = [k for k in CAMERA_KEYS if k in keys]
         else:
-            declared = [src for k, src in OPENPI_IMAGE_SOURCES.items() if k in keys]
-            self.cameras = tuple(declared or SIM_IMAGE_KEYS)
+            declared = [k for k in CAMERA_KEYS if OPENPI_CAMERA_KEYS[k] in keys]
+        self.cameras = tuple(declared or CAMERA_KEYS)
         self.replay = info.get("scripted") == "replay"  # scripted replay server: send the step index
 
     def _image(self, img: np.ndarray) -> np.ndarray:
-        img = img[::-1, ::-1] if self.rotate else img
-        return np.ascontiguousarray(img)
+        return rotate_180(img) if self.rotate else np.ascontiguousarray(img)
 
     def build(self, obs: dict[str, Any], prompt: str, *, step: int = 0, replay_key: str = "") -> dict[str, Any]:
         if self.layout == "sim":
             req = {k: self._image(obs[k]) for k in self.cameras}
-            for k in ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"):
+            for k in PROPRIO_KEYS:
                 req[k] = np.asarray(obs[k], dtype=np.float64)
         else:
             req = {}
-            for key, src in OPENPI_IMAGE_SOURCES.items():
-                if src in self.cameras:
-                    req[key] = resize_with_pad(self._image(obs[src]), self.resize_size)
-            req["observation/state"] = libero_state(obs)
+            for src in self.cameras:
+                req[OPENPI_CAMERA_KEYS[src]] = resize_with_pad(self._image(obs[src]), self.resize_size)
+            req[OPENPI_STATE_KEY] = libero_state(obs)
         req[protocol.PROMPT_KEY] = prompt
         if self.replay:
             req["replay_step"] = int(step)

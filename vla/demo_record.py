@@ -47,10 +47,6 @@ def controller_actions(rng: np.random.Generator, steps: int) -> np.ndarray:
     return actions
 
 
-def _upright(image: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(image[::-1, ::-1])  # LIBERO renders upside down
-
-
 class _Recorder:
     """Worker-side: one env at a time, reused for consecutive episodes of a task."""
 
@@ -63,7 +59,7 @@ class _Recorder:
         from sim_client.env import NOOP_ACTION, LiberoEnv
         from sim_client.suites import get_tasks, load_init_states
         from vla.data.libero import ACTION_KEY, IMAGE_KEY, STATE_KEY, WRIST_IMAGE_KEY
-        from vla.wire.libero_state import libero_state
+        from vla.libero import AGENTVIEW_KEY, WRIST_KEY, libero_state, rotate_180
 
         task = get_tasks(self.suite)[task_id]
         if self.task_id != task_id:
@@ -79,8 +75,8 @@ class _Recorder:
         actions = controller_actions(np.random.default_rng([self.seed, task_id, episode]), self.steps)
         agent, wrist, states = [], [], []
         for action in actions:
-            agent.append(_upright(obs["agentview_image"]))
-            wrist.append(_upright(obs["robot0_eye_in_hand_image"]))
+            agent.append(rotate_180(obs[AGENTVIEW_KEY]))   # upright, as the LeRobot conversions store them
+            wrist.append(rotate_180(obs[WRIST_KEY]))
             states.append(libero_state(obs).astype(np.float32))
             obs, _done = env.step(action, render=True)
         data = {IMAGE_KEY: np.stack(agent), WRIST_IMAGE_KEY: np.stack(wrist), STATE_KEY: np.stack(states),

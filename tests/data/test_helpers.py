@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vla.data import PretrainedTokenizer
-from vla.data.image_ops import normalize_images, resize_images, rotate_180
+from vla.data.image_ops import normalize_images, resize_images
 from vla.data.prompts import ImagePromptTokenizer, build_prompt, tokenize_prompt
 
 
@@ -30,12 +30,6 @@ def test_normalize_per_camera():
     np.testing.assert_allclose(out[1, :, 0, 0], [100.0, 25.0, 0.0])
     with pytest.raises(ValueError, match="one \\[r, g, b\\] per camera"):
         normalize_images(images, [[1, 2, 3]] * 3, [[1, 1, 1]] * 3)
-
-
-def test_rotate_180():
-    image = np.arange(2 * 3 * 3).reshape(2, 3, 3).astype(np.uint8)
-    np.testing.assert_array_equal(rotate_180(image)[0, 0], image[-1, -1])
-    np.testing.assert_array_equal(rotate_180(rotate_180(image)), image)
 
 
 def test_prompt_tokenisation(tiny_tokenizer_dir):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 from policy_server.engine import EngineError, load_engine
 from policy_server.schema import example_observation
-from vla.wire.libero_state import quat2axisangle
+from vla.libero import quat2axisangle
 from tests.server import engine_fixtures as fx
 from tests.server.conftest import TRANSPORTS, client, start_server
 from vla.data.image_ops import resize_images
@@ -81,27 +80,6 @@ def by_hand(work_dir, obs, axis_angle, tok_dir):
     out[:, :6] = out[:, :6] * (a.std[:6] + 1e-8) + a.mean[:6]        # gripper (mask False) not normalised
     out[:, 6] = np.where(out[:, 6] >= 0, 1.0, -1.0)
     return out
-
-
-def test_fast_rotation_equals_the_shared_helper():
-    from policy_server.transforms import rotate_180
-    from vla.data.image_ops import rotate_180 as reference
-
-    img = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(rotate_180(img), reference(img))
-    np.testing.assert_array_equal(rotate_180(img[:, ::2]), reference(img[:, ::2]))   # non-contiguous input
-    # A decoded frame is a read-only view of the request bytes: rotated without a warning, input untouched.
-    from vla.wire import codec
-
-    frame = codec.unpackb(codec.packb({"x": img}))["x"]
-    assert not frame.flags.writeable
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        out = rotate_180(frame)
-    np.testing.assert_array_equal(out, reference(img))
-    np.testing.assert_array_equal(frame, img)
-    for other in (img.astype(np.float32), img[..., :1], img.astype(">f4")):   # other dtypes, channels, byte order
-        np.testing.assert_array_equal(rotate_180(other), reference(other))
 
 
 def test_quat2axisangle_matches_the_rotation():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sim_client.policy import RequestBuilder, resize_with_pad
-from vla.wire.libero_state import quat2axisangle
+from vla.libero import quat2axisangle
 from sim_client.report import format_table, summarize, wilson, write_report
 from sim_client.results import ResultsFile, merge, parse_shard, read_results, select_shard
 from sim_client.video import video_name, write_mp4

@@ -1,11 +1,11 @@
-"""Image helpers shared by training transforms and the policy server's eval transforms.
+"""Image helpers shared by training transforms and the policy server's eval transforms
+(LIBERO's 180° flip is `vla.libero.rotate_180`).
 
 One implementation of each step, so a camera frame is processed identically at training and
 at serving time:
 
     resize_images(images, height, width)         uint8 [N, H, W, 3] -> uint8 [N, h, w, 3]
     normalize_images(images, means, stds)         uint8 [N, H, W, 3] -> float32 [N, 3, H, W]
-    rotate_180(image)                             LIBERO's renders are upside down
 
 Resizing uses torch (no torchvision): bilinear with antialiasing, like PIL's resize when
 shrinking, computed on uint8 and rounded to uint8 as a camera frame would be.
@@ -70,9 +70,3 @@ def normalize_images(images, means: Sequence, stds: Sequence) -> np.ndarray:
     np.subtract(stack.transpose(0, 3, 1, 2), mean[:, :, None, None], out=out, casting="unsafe")
     out *= (1.0 / std)[:, :, None, None]
     return out
-
-
-def rotate_180(image: np.ndarray) -> np.ndarray:
-    """Rotate H×W×C (or [N, H, W, C]) by 180°, as LIBERO's LeRobot conversions do with raw renders."""
-    image = np.asarray(image)
-    return np.ascontiguousarray(image[..., ::-1, ::-1, :])

@@ -16,8 +16,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from vla.data.image_ops import resize_images, rotate_180
+from vla.data.image_ops import resize_images
 from vla.data.writer import LeRobotWriter, camera_feature, vector_feature
+from vla.libero import rotate_180
 
 IMAGE_KEY = "observation.images.image"
 WRIST_IMAGE_KEY = "observation.images.wrist_image"
