@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${VENV:-.venv}/bin/python"
-exec "$PY" -m vla.demo "$@"
+exec "$PY" -m demo "$@"

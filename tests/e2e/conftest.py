@@ -1,5 +1,5 @@
 """End-to-end fixtures: one small dataset recorded from LIBERO by the demo itself, shared by the
-three model families, and a helper that runs `python -m vla.demo` as a subprocess."""
+three model families, and a helper that runs `python -m demo` as a subprocess."""
 from __future__ import annotations
 
 import os
@@ -28,7 +28,7 @@ def demo_env(**extra: str) -> dict[str, str]:
 
 
 def run_demo(root: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vla.demo", "--root", str(root), *RECORD, *args],
+    return subprocess.run([sys.executable, "-m", "demo", "--root", str(root), *RECORD, *args],
                           cwd=REPO, env=demo_env(), capture_output=True, text=True, timeout=timeout)
 
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from vla import demo
-from vla.demo_record import controller_actions, plan_episodes
-from vla.demo_report import histogram_quantile, server_latency
+from demo import cli as demo
+from demo.report import histogram_quantile, server_latency
+from sim_client.demo_record import controller_actions, plan_episodes
 
 
 def test_latency_quantiles_from_a_real_prometheus_histogram(tmp_path):

@@ -41,7 +41,7 @@ def _check_work_dir(work_dir):
 
 
 def _check_eval(work_dir, stdout):
-    from vla.demo_report import histogram_buckets
+    from demo.report import histogram_buckets
 
     out = work_dir / "eval"
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
@@ -90,7 +90,7 @@ def _serve_and_ask(work_dir, log_path):
 
 def _ask_both(grpc_port: int, http_port: int) -> dict:
     from policy_server.schema import example_observation
-    from vla.demo_report import histogram_buckets
+    from demo.report import histogram_buckets
     from vla.wire.client import connect
 
     obs = example_observation(256, 256)
@@ -191,7 +191,7 @@ def test_a_server_that_dies_mid_evaluation_fails_the_chain(demo_root, tmp_path):
     work_dir, first = family_run(demo_root, "pi0")
     assert first.returncode == 0, first.stderr[-4000:]
     broken = _copy_trained(work_dir, tmp_path / "dies")
-    cmd = [sys.executable, "-m", "vla.demo", "--root", str(demo_root), *RECORD, "--config", "pi0",
+    cmd = [sys.executable, "-m", "demo", "--root", str(demo_root), *RECORD, "--config", "pi0",
            "--work-dir", str(broken), *_family_args()]
     env = demo_env(EVAL_ARGS="--retries 0 --ready-timeout-s 5 --request-timeout-s 5")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

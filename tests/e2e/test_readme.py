@@ -169,21 +169,21 @@ def test_download_commands_cover_the_four_suites():
 
 def test_demo_section_names_real_knobs():
     """The make-demo section's flags and DEMO_CONFIG values are the demo's own."""
-    from vla.demo import CONFIGS
+    from demo.cli import CONFIGS
 
     start = README.index("<!-- BEGIN make-demo-output")
     text = README[start:README.index("<!-- END make-demo-output -->")]
     flags = set(re.findall(r"`(--[a-z][a-z-]*)`", text))
     assert flags, "the make-demo section names no flags"
     accepted = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", _demo_help()))
-    assert flags <= accepted, f"vla.demo does not accept {sorted(flags - accepted)}"
+    assert flags <= accepted, f"python -m demo does not accept {sorted(flags - accepted)}"
     for family in re.findall(r"DEMO_CONFIG=(\w+)", text):
         assert family in CONFIGS, f"DEMO_CONFIG={family} is not a demo config ({sorted(CONFIGS)})"
         assert (REPO / CONFIGS[family]).is_file()
 
 
 def _demo_help() -> str:
-    proc = subprocess.run([sys.executable, "-m", "vla.demo", "--help"], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "demo", "--help"], cwd=REPO, capture_output=True, text=True,
                           timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout

@@ -1,11 +1,11 @@
 """`make demo`: record -> tokenizer -> train -> serve + evaluate -> report, on a dataset it records itself.
 
-    python -m vla.demo [--config pi0|pi05|gr00t|CONFIG.py] [--root work_dirs/demo] [--tasks 0,1]
-                       [--episodes-per-task 2] [--record-steps 30] [--train-steps 200]
-                       [--eval-max-steps 60] [--workers 2] [--video failures]
+    python -m demo [--config pi0|pi05|gr00t|CONFIG.py] [--root work_dirs/demo] [--tasks 0,1]
+                   [--episodes-per-task 2] [--record-steps 30] [--train-steps 200]
+                   [--eval-max-steps 60] [--workers 2] [--video failures]
 
-Steps and where they write (DESIGN "The demo"):
-  record     ROOT/data         LIBERO episodes from the real simulator (vla.demo_record)
+Steps and where they write:
+  record     ROOT/data         LIBERO episodes from the real simulator (sim_client.demo_record)
   tokenizer  ROOT/tokenizer    the tiny byte-level BPE tokenizer (vla.data.tiny_tokenizer)
   train      WORK_DIR          scripts/train.sh on the tiny config (statistics, checkpoints, loss.png)
   eval       WORK_DIR/eval     scripts/eval.sh: policy_server on the last checkpoint + sim_client
@@ -92,7 +92,7 @@ class Steps:
         return base / ".demo" / f"{step}.json"
 
     def run(self, step: str, base: Path, params: dict[str, Any], fn: Callable[[], Any], redo_hint: Path) -> None:
-        from vla.demo_report import write_json
+        from demo.report import write_json
 
         marker = self.marker(base, step)
         params = json.loads(json.dumps(params, default=str))
@@ -129,7 +129,7 @@ def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="vla.demo", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", default=os.environ.get("DEMO_CONFIG", "pi0"),
                    help="pi0 (default), pi05, gr00t or a config file; default from $DEMO_CONFIG")
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
             f"-> {work_dir}")
 
         def record() -> None:
-            from vla.demo_record import record_dataset
+            from sim_client.demo_record import record_dataset
 
             record_dataset(data_root, suite=args.suite, tasks=tasks, episodes_per_task=args.episodes_per_task,
                            steps=args.record_steps, workers=args.workers, resolution=args.image_size,
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
         steps.run("eval", work_dir, dict(args=eval_args, checkpoint=(work_dir / "latest").read_text().strip()),
                   evaluate, eval_dir)
 
-        from vla.demo_report import final_report
+        from demo.report import final_report
 
         timings = {**steps.timings, "total": time.perf_counter() - t_start}
         print(final_report(work_dir, eval_dir, data_root, timings), flush=True)
@@ -228,6 +228,3 @@ def main(argv=None) -> int:
         log(f"demo: {exc}")
         return 1
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
