@@ -1,18 +1,31 @@
-"""Dynamic batcher: one queue shared by every transport, one model worker thread.
+"""Dynamic batcher: one queue shared by every transport, one model at a time.
 
-A transport thread validates a request, then `submit()`s it and waits on the returned
-Future (gRPC threads block on it; the asyncio side awaits it via asyncio.wrap_future).
-The worker takes the oldest request, keeps collecting until `max_batch_size` requests are
-in hand or `max_queue_delay_ms` has passed since that oldest one arrived or the worker came
-free (whichever is later: the delay is how long an idle worker waits to fill a batch), drops the ones
-whose deadline already passed (DEADLINE_EXCEEDED), and runs `policy.infer_batch` once.
+A transport thread `announce()`s a request as soon as it has one, prepares it (schema check,
+transforms), then `submit()`s it and waits on the returned Future (gRPC threads block on it;
+the asyncio side awaits it via asyncio.wrap_future).
 
-A full queue refuses at once with RESOURCE_EXHAUSTED (back-pressure, not latency);
-a draining or not-yet-ready batcher refuses with UNAVAILABLE.
+Batching costs a lone request nothing:
 
-Fast path (`infer_inline`, blocking callers only): when batching is off (`max_queue_delay_ms=0`
-or `max_batch_size=1`) and the batcher is idle, the calling thread runs the batch of one
-itself, saving two thread hand-offs. A compute lock keeps the policy single-threaded either way.
+* When the model is idle and no other request is known to be on its way, a request runs at
+  once: on the submitting thread itself if it may block (`inline_ok`, no hand-off at all),
+  else on the worker thread.
+* Requests that arrive while the model computes queue up and form the next batch (up to
+  `max_batch_size`).
+* The wait window (`max_queue_delay_ms`) applies only when waiting can fill the batch: while
+  other requests are known to be coming. Two kinds are known: requests announced by a transport
+  and still being prepared, and, for one window after a batch is answered, the clients that
+  batch just answered (clients in a loop send their next request at once). The window opens
+  when the oldest queued request arrived or when the model came free, whichever is later, and
+  closes early as soon as every request it waits for has arrived.
+* With batching off (`max_queue_delay_ms=0` or `max_batch_size=1`) nothing is ever waited for.
+
+Each reply says why its batch started (`Reply.flush`): "idle" (run at once on the submitting
+thread), "ready" (nothing more was expected: every expected request had come, or none was),
+"full" (`max_batch_size` in hand) or "window" (it ran out with requests still expected).
+
+A full queue refuses at once with RESOURCE_EXHAUSTED (back-pressure, not latency); a draining
+or not-yet-ready batcher refuses with UNAVAILABLE; a request whose deadline passes in the
+queue gets DEADLINE_EXCEEDED.
 """
 from __future__ import annotations
 
@@ -22,7 +35,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -30,11 +43,13 @@ from vla.wire.errors import ErrorCode, PolicyError
 
 log = logging.getLogger("policy_server.batcher")
 
+FLUSH_REASONS = ("idle", "ready", "full", "window")
+
 
 @dataclass
 class BatcherConfig:
     max_batch_size: int = 8
-    max_queue_delay_ms: float = 2.0
+    max_queue_delay_ms: float = 10.0
     max_queue_size: int = 256
     warmup: bool = True
 
@@ -46,6 +61,10 @@ class BatcherConfig:
         if self.max_queue_delay_ms < 0:
             raise ValueError(f"max_queue_delay_ms must be >= 0, got {self.max_queue_delay_ms}")
 
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 1 and self.max_queue_delay_ms > 0
+
 
 @dataclass
 class Reply:
@@ -53,6 +72,7 @@ class Reply:
     queue_s: float      # waiting in the queue
     compute_s: float    # the batch's infer_batch call
     batch_size: int
+    flush: str = "idle"  # why the batch started (FLUSH_REASONS)
 
 
 @dataclass
@@ -60,22 +80,28 @@ class _Item:
     obs: dict[str, Any]
     request_id: str
     deadline: float | None
-    enqueued: float = field(default_factory=time.monotonic)
+    enqueued: float
     future: Future = field(default_factory=Future)
 
 
 class Batcher:
-    def __init__(self, policy: Any, config: BatcherConfig | None = None, metrics: Any = None):
+    def __init__(self, policy: Any, config: BatcherConfig | None = None, metrics: Any = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.policy = policy
         self.config = config or BatcherConfig()
         self.metrics = metrics
+        self.clock = clock
         self._queue: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._accepting = False
         self._ready = threading.Event()
         self._busy = 0          # requests taken off the queue and not yet answered
-        self._compute_lock = threading.Lock()   # one batch at a time, whoever runs it
+        self._computing = False  # a batch is running (worker or inline): one at a time
+        self._arriving = 0      # announced by a transport, not yet submitted or withdrawn
+        self._answered = 0      # clients the last batch answered that have not come back yet
+        self._free_at = float("-inf")   # when the last batch ended
+        self._solo_s = float("inf")     # how long a batch of one takes (moving average)
         self._thread: threading.Thread | None = None
         self.warmup_s = 0.0
 
@@ -125,40 +151,67 @@ class Batcher:
             self._thread.join(timeout_s)
 
     # -- requests ------------------------------------------------------------------
-    def submit(self, obs: dict[str, Any], request_id: str = "", deadline: float | None = None) -> Future:
-        """Queue one validated observation; the Future resolves to a Reply or raises PolicyError."""
-        item = _Item(obs, request_id, deadline)
+    def announce(self) -> None:
+        """A transport has a request it is preparing: a batch may wait for it (see the module doc).
+        Follow with `submit(..., announced=True)` or `withdraw()`."""
         with self._cond:
+            self._arriving += 1
+            if self._answered:   # a client the last batch answered is back: expected once, not twice
+                self._answered -= 1
+
+    def runs_at_once(self, within_s: float = float("inf")) -> bool:
+        """Would the caller's announced request run the moment it is submitted (the model idle,
+        nothing queued, no other request expected), and have batches of one lately taken no
+        longer than `within_s`? Then the caller may as well run it on its own thread."""
+        with self._cond:
+            return (self._accepting and not self._queue and not self._computing
+                    and self._solo_s <= within_s and self._expected_locked(self.clock()) <= 1)
+
+    def withdraw(self) -> None:
+        """An announced request failed before it was submitted."""
+        with self._cond:
+            self._arriving -= 1
+            self._cond.notify_all()
+
+    def _expected_locked(self, now: float) -> int:
+        """Requests a batch could still wait for: announced ones, and the clients the last batch
+        answered while its window lasts. Zero when batching is off."""
+        if not self.config.batching:
+            return 0
+        back = self._answered if now < self._free_at + self.config.max_queue_delay_ms / 1000.0 else 0
+        return self._arriving + back
+
+    def submit(self, obs: dict[str, Any], request_id: str = "", deadline: float | None = None, *,
+               announced: bool = False, inline_ok: bool = False) -> Future:
+        """Queue one prepared observation; the Future resolves to a Reply or raises PolicyError.
+
+        `inline_ok`: the caller may block, so if the model is idle and nothing else is expected
+        the batch of one runs on this thread and the Future comes back already resolved."""
+        now = self.clock()
+        item = _Item(obs, request_id, deadline, now)
+        with self._cond:
+            if announced:
+                self._arriving -= 1
+            elif self._answered:
+                self._answered -= 1
             if not self._accepting:
                 why = "draining" if self._ready.is_set() else "warming up"
                 raise PolicyError(ErrorCode.UNAVAILABLE, f"server is {why}; retry later", request_id)
-            if len(self._queue) >= self.config.max_queue_size:
-                raise PolicyError(ErrorCode.RESOURCE_EXHAUSTED,
-                                  f"queue is full ({self.config.max_queue_size} requests waiting); back off",
-                                  request_id)
-            self._queue.append(item)
-            self._cond.notify()
+            inline = (inline_ok and not self._queue and not self._computing and not self._stopping
+                      and self._expected_locked(now) == 0)
+            if inline:
+                self._computing = True
+                self._busy += 1
+            else:
+                if len(self._queue) >= self.config.max_queue_size:
+                    raise PolicyError(ErrorCode.RESOURCE_EXHAUSTED,
+                                      f"queue is full ({self.config.max_queue_size} requests waiting); back off",
+                                      request_id)
+                self._queue.append(item)
+                self._cond.notify_all()
+        if inline:
+            self._run_batch([item], "idle")
         return item.future
-
-    def infer_inline(self, obs: dict[str, Any], request_id: str = "", deadline: float | None = None) -> Reply | None:
-        """Run one request on the calling thread if batching is off and nothing else is pending;
-        None means "not now": submit() it instead."""
-        cfg = self.config
-        if cfg.max_queue_delay_ms > 0 and cfg.max_batch_size > 1:
-            return None
-        with self._cond:
-            if not self._accepting or self._queue or self._busy:
-                return None
-            if not self._compute_lock.acquire(blocking=False):
-                return None
-            self._busy += 1
-        item = _Item(obs, request_id, deadline)
-        try:
-            self._compute([item], time.monotonic())
-        finally:
-            self._compute_lock.release()
-            self._done(1)
-        return item.future.result(0)
 
     def infer(self, obs: dict[str, Any], request_id: str = "", timeout_s: float | None = None) -> Reply:
         """Submit and wait (for in-process callers and tests)."""
@@ -174,7 +227,10 @@ class Batcher:
         obs = make()
         # Both the single and the full batch shape, so neither first real request pays for it.
         for size in sorted({1, self.config.max_batch_size}):
+            t0 = time.monotonic()
             self.policy.infer_batch([obs] * size)
+            if size == 1:
+                self._solo_s = time.monotonic() - t0
         self.warmup_s = time.monotonic() - start
         log.info("warm-up done in %.2fs", self.warmup_s)
 
@@ -188,92 +244,105 @@ class Batcher:
             self._accepting = not self._stopping
         self._ready.set()
         while True:
-            batch = self._collect()
-            if batch is None:
+            collected = self._collect()
+            if collected is None:
                 return
-            self._run_batch(batch)
+            self._run_batch(*collected)
 
-    def _collect(self) -> list[_Item] | None:
+    def _collect(self) -> tuple[list[_Item], str] | None:
         cfg = self.config
-        free_at = time.monotonic()
         with self._cond:
-            while not self._queue:
+            while not self._queue or self._computing:
                 if self._stopping:
                     return None
                 self._cond.wait()
             first = self._queue[0]
-            # The window opens when the oldest request arrived or when the worker came free,
-            # whichever is later: requests that queued behind a running batch still get a chance
-            # to be joined by the clients that batch just answered (no alternating half batches).
-            flush_at = max(first.enqueued, free_at) + cfg.max_queue_delay_ms / 1000.0
-            while len(self._queue) < cfg.max_batch_size and not self._stopping:
-                left = flush_at - time.monotonic()
+            flush_at = max(first.enqueued, self._free_at) + cfg.max_queue_delay_ms / 1000.0
+            while True:
+                now = self.clock()
+                if len(self._queue) >= cfg.max_batch_size:
+                    why = "full"
+                    break
+                if self._stopping or self._expected_locked(now) == 0:
+                    why = "ready"
+                    break
+                left = flush_at - now
                 if left <= 0:
+                    why = "window"
                     break
                 self._cond.wait(left)
-            n = min(cfg.max_batch_size, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(n)]
+            batch = [self._queue.popleft() for _ in range(min(cfg.max_batch_size, len(self._queue)))]
             self._busy += len(batch)
-            return batch
-
-    def _done(self, n: int) -> None:
-        with self._cond:
-            self._busy -= n
-            self._cond.notify_all()
+            self._computing = True
+            return batch, why
 
     @staticmethod
     def _fail(item: _Item, err: PolicyError) -> None:
         if not item.future.done():
             item.future.set_exception(err)
 
-    def _run_batch(self, batch: list[_Item]) -> None:
-        now = time.monotonic()
-        live = []
+    def _run_batch(self, batch: list[_Item], why: str) -> None:
+        """Run one collected batch; the caller has set `_computing`. The batcher's state is
+        updated before any future resolves, so a client that sends its next request the moment
+        it has its reply is already counted as answered-and-back."""
+        now = self.clock()
+        live, outcomes = [], []
         for item in batch:
             if item.future.cancelled():
                 continue
-            if item.deadline is not None and now >= item.deadline:
-                self._fail(item, PolicyError(ErrorCode.DEADLINE_EXCEEDED,
-                                             f"deadline passed after {now - item.enqueued:.3f}s in the queue",
-                                             item.request_id))
+            if item.deadline is not None and time.monotonic() >= item.deadline:
+                outcomes.append((item, PolicyError(ErrorCode.DEADLINE_EXCEEDED,
+                                                   f"deadline passed after {now - item.enqueued:.3f}s in the queue",
+                                                   item.request_id)))
             else:
                 live.append(item)
         try:
             if live:
-                with self._compute_lock:
-                    self._compute(live, time.monotonic())
+                outcomes += self._compute(live, now, why)
         finally:
-            self._done(len(batch))
+            with self._cond:
+                self._computing = False
+                self._free_at = self.clock()
+                self._answered = len(live)
+                self._busy -= len(batch)
+                self._cond.notify_all()
+            for item, outcome in outcomes:
+                if item.future.done():
+                    continue
+                if isinstance(outcome, PolicyError):
+                    item.future.set_exception(outcome)
+                else:
+                    item.future.set_result(outcome)
 
-    def _compute(self, live: list[_Item], started: float) -> None:
-        """Run one batch; the caller holds the compute lock."""
+    def _compute(self, live: list[_Item], started: float, why: str) -> list[tuple[_Item, Reply | PolicyError]]:
+        """One infer_batch call; returns each request's Reply or PolicyError (never raises)."""
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(live))
+        t0 = time.monotonic()
         try:
             outputs = self.policy.infer_batch([item.obs for item in live])
             if len(outputs) != len(live):
                 raise RuntimeError(f"policy returned {len(outputs)} results for a batch of {len(live)}")
         except PolicyError as exc:
-            for item in live:
-                self._fail(item, PolicyError(exc.code, exc.message, item.request_id))
-            return
+            return [(item, PolicyError(exc.code, exc.message, item.request_id)) for item in live]
         except Exception:
             ids = ",".join(item.request_id for item in live)
             log.exception("policy failed on a batch of %d (request ids: %s)", len(live), ids)
-            for item in live:
-                self._fail(item, PolicyError(ErrorCode.INTERNAL,
-                                             "the policy failed; the server log has the details under this request id",
-                                             item.request_id))
-            return
-        compute_s = time.monotonic() - started
+            return [(item, PolicyError(ErrorCode.INTERNAL,
+                                       "the policy failed; the server log has the details under this request id",
+                                       item.request_id)) for item in live]
+        compute_s = time.monotonic() - t0
+        if len(live) == 1:
+            self._solo_s = compute_s if self._solo_s == float("inf") else 0.8 * self._solo_s + 0.2 * compute_s
         if self.metrics is not None:
             self.metrics.compute.observe(compute_s)
+        outcomes: list[tuple[_Item, Reply | PolicyError]] = []
         for item, out in zip(live, outputs):
             if isinstance(out, PolicyError):
-                self._fail(item, PolicyError(out.code, out.message, item.request_id))
+                outcomes.append((item, PolicyError(out.code, out.message, item.request_id)))
                 continue
+            queue_s = max(started - item.enqueued, 0.0)
             if self.metrics is not None:
-                self.metrics.queue.observe(started - item.enqueued)
-            if not item.future.done():
-                item.future.set_result(Reply(np.asarray(out, dtype=np.float32), started - item.enqueued,
-                                             compute_s, len(live)))
+                self.metrics.queue.observe(queue_s)
+            outcomes.append((item, Reply(np.asarray(out, dtype=np.float32), queue_s, compute_s, len(live), why)))
+        return outcomes

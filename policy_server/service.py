@@ -27,6 +27,11 @@ from vla.wire.errors import ErrorCode, PolicyError
 
 log = logging.getLogger("policy_server")
 
+# The longest a batch of one may take (moving average) for a lone HTTP/websocket request to run
+# on the event loop itself. Handing a request to a thread and back costs 0.1-0.5 ms on a busy
+# machine; holding the loop for less than that delays no other connection by more.
+LOOP_BUDGET_S = 0.0005
+
 
 @dataclass
 class ServiceConfig:
@@ -127,8 +132,15 @@ class PolicyService:
             exc.request_id = request_id
             raise
 
-    def _validate_and_submit(self, obs: Any, request_id: str, deadline: float) -> concurrent.futures.Future:
-        return self.batcher.submit(self._validated(obs, request_id), request_id, deadline)
+    def _validate_and_submit(self, obs: Any, request_id: str, deadline: float,
+                             inline_ok: bool) -> concurrent.futures.Future:
+        """Prepare an announced request and queue it (or, idle and `inline_ok`, run it here)."""
+        try:
+            sample = self._validated(obs, request_id)
+        except BaseException:
+            self.batcher.withdraw()
+            raise
+        return self.batcher.submit(sample, request_id, deadline, announced=True, inline_ok=inline_ok)
 
     def _reply(self, reply: Reply, request_id: str, started: float) -> dict[str, Any]:
         return {
@@ -181,16 +193,15 @@ class PolicyService:
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
         with self._accounted(transport, request_id, started):
-            obs = self._validated(obs, request_id)
-            reply = self.batcher.infer_inline(obs, request_id, deadline)   # same-thread fast path
-            if reply is None:
-                future = self.batcher.submit(obs, request_id, deadline)
-                try:
-                    reply = future.result(timeout=max(deadline - time.monotonic(), 0.0) + 0.05)
-                except concurrent.futures.TimeoutError:
-                    future.cancel()
-                    raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, "no result before the request deadline",
-                                      request_id) from None
+            self.batcher.announce()
+            # An idle model runs the request on this thread (no hand-offs).
+            future = self._validate_and_submit(obs, request_id, deadline, inline_ok=True)
+            try:
+                reply = future.result(timeout=max(deadline - time.monotonic(), 0.0) + 0.05)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, "no result before the request deadline",
+                                  request_id) from None
             return self._reply(reply, request_id, started)
 
     async def ahandle(self, obs: Any, transport: str, request_id: str = "", timeout_s: float | None = None,
@@ -200,15 +211,21 @@ class PolicyService:
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
         with self._accounted(transport, request_id, started):
-            if self._prep_pool is not None:
+            self.batcher.announce()
+            if self.batcher.runs_at_once(within_s=LOOP_BUDGET_S):
+                # A lone request to a model that answers within the budget: prepared and run right
+                # here, as openpi's server runs every request. Two thread hand-offs would cost more
+                # than the event loop is held for.
+                future = self._validate_and_submit(obs, request_id, deadline, inline_ok=True)
+            elif self._prep_pool is not None:
                 # Heavy per-request preprocessing runs off the event loop, and the prep thread queues
-                # the request itself: the batcher sees it without waiting for the loop to come round.
+                # the request itself (or, the model idle, runs it): no wait for the loop to come round.
                 future = await asyncio.wrap_future(self._prep_pool.submit(self._validate_and_submit, obs,
-                                                                          request_id, deadline))
+                                                                          request_id, deadline, True))
             else:
-                future = self._validate_and_submit(obs, request_id, deadline)
+                future = self._validate_and_submit(obs, request_id, deadline, inline_ok=False)
             try:
-                reply = await asyncio.wait_for(asyncio.wrap_future(future),
+                reply = future.result() if future.done() else await asyncio.wait_for(asyncio.wrap_future(future),
                                                max(deadline - time.monotonic(), 0.0) + 0.05)
             except asyncio.TimeoutError:
                 future.cancel()

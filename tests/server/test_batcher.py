@@ -96,3 +96,141 @@ def test_config_is_checked():
     for bad in (dict(max_batch_size=0), dict(max_queue_size=0), dict(max_queue_delay_ms=-1)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             BatcherConfig(**bad)
+
+
+class FakeClock:
+    """The batcher's clock, moved only by the test: its decisions depend on this, not on real time."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Gate(Recorder):
+    """A Recorder whose calls block until the test opens the gate; counts the calls that started."""
+
+    def __init__(self):
+        super().__init__(sleep_s=0.0)
+        self.gate = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def infer_batch(self, batch):
+        if batch[0]["i"] >= 0:   # not the warm-up
+            self.started.release()
+            assert self.gate.wait(20), "test never opened the gate"
+        return super().infer_batch(batch)
+
+
+# A window far longer than any test: if the batcher waited it out, the request would not be answered
+# within the 10 s the tests allow; the flush reason says which rule started each batch.
+LONG_WINDOW_MS = 600_000
+
+
+def _batcher(policy, clock=None, **cfg):
+    cfg = {"max_batch_size": 8, "max_queue_delay_ms": LONG_WINDOW_MS, "max_queue_size": 64, **cfg}
+    b = Batcher(policy, BatcherConfig(**cfg), clock=clock or FakeClock())
+    b.start()
+    assert b.wait_ready(5)
+    return b
+
+
+@pytest.mark.parametrize("inline_ok", [True, False], ids=["caller-thread", "worker-thread"])
+def test_a_lone_client_never_waits_for_the_window(inline_ok):
+    """A client alone in a loop: each request runs the moment it is submitted, although the window
+    is ten minutes and the clock never moves past it: on the caller's own thread when it may block."""
+    policy = Recorder(sleep_s=0.0)
+    b = _batcher(policy)
+    policy.sizes.clear()
+    for i in range(20):
+        b.announce()   # as the service does when a transport has the request
+        reply = b.submit({"i": i}, f"r{i}", announced=True, inline_ok=inline_ok).result(10)
+        expected = "idle" if inline_ok else "ready"
+        assert (reply.flush, reply.batch_size, float(reply.actions[0, 0])) == (expected, 1, i)
+    assert policy.sizes == [1] * 20
+    b.stop()
+
+
+def test_requests_that_arrive_during_a_compute_form_the_next_batch():
+    policy = Gate()
+    clock = FakeClock()
+    b = _batcher(policy, clock)
+    policy.sizes.clear()
+    first = b.submit({"i": 0})
+    assert policy.started.acquire(timeout=10)        # the model is busy with request 0 alone
+    during = [b.submit({"i": i}) for i in range(1, 6)]
+    policy.gate.set()
+    assert first.result(10).flush == "ready"
+    # Request 0's client comes back inside the window: the batch waited for it, and only for it.
+    late = b.submit({"i": 6})
+    replies = [f.result(10) for f in during + [late]]
+    assert [float(r.actions[0, 0]) for r in replies] == list(range(1, 7))
+    assert {(r.batch_size, r.flush) for r in replies} == {(6, "ready")}
+    assert policy.sizes == [1, 6]
+    b.stop()
+
+
+def test_the_window_is_for_clients_just_answered_only_while_it_lasts():
+    """Two clients that come back rarely (a sim stepping between chunks): once the window after the
+    last batch has passed, a request does not wait for the other client; inside it, it does."""
+    policy = Recorder(sleep_s=0.0)
+    clock = FakeClock()
+    b = _batcher(policy, clock, max_queue_delay_ms=5)
+    policy.sizes.clear()
+    assert b.submit({"i": 0}, inline_ok=True).result(10).flush == "idle"
+    clock.now += 0.010   # 10 ms later: past the 5 ms window of the batch that answered request 0
+    assert b.submit({"i": 1}, inline_ok=True).result(10).flush == "idle"
+    b.announce()           # a second client is being prepared now: the next request may wait for it
+    waiting = b.submit({"i": 2}, inline_ok=True)
+    assert not waiting.done()
+    b.submit({"i": 3}, announced=True)
+    reply = waiting.result(10)
+    assert (reply.batch_size, reply.flush) == (2, "ready")
+    assert policy.sizes == [1, 1, 2]
+    b.stop()
+
+
+def test_a_withdrawn_announcement_releases_the_window():
+    policy = Recorder(sleep_s=0.0)
+    b = _batcher(policy)
+    b.announce()
+    waiting = b.submit({"i": 0}, inline_ok=True)
+    assert not waiting.done()
+    b.withdraw()           # the announced request failed validation
+    assert waiting.result(10).flush == "ready"
+    b.stop()
+
+
+def test_the_window_runs_out_when_an_expected_request_never_comes():
+    policy = Recorder(sleep_s=0.0)
+    b = _batcher(policy, time.monotonic, max_queue_delay_ms=20)
+    b.announce()           # announced, never submitted
+    assert b.submit({"i": 0}).result(10).flush == "window"
+    b.stop()
+
+
+def test_a_full_queue_starts_a_batch_at_once():
+    policy = Gate()
+    b = _batcher(policy, max_batch_size=4)
+    first = b.submit({"i": 0})
+    assert policy.started.acquire(timeout=10)
+    for _ in range(10):
+        b.announce()   # many more on their way: the window would wait for them
+    queued = [b.submit({"i": i}, announced=True) for i in range(1, 5)]
+    policy.gate.set()
+    first.result(10)
+    assert {(r.batch_size, r.flush) for r in (f.result(10) for f in queued)} == {(4, "full")}
+    b.stop()
+
+
+def test_batching_off_never_waits():
+    """Announced requests do not hold a batch when batching is off: with a window of 0 the idle model
+    runs the request on the caller's thread; with batches of 1 it starts as a full batch."""
+    for cfg, flush in ((dict(max_queue_delay_ms=0), "idle"), (dict(max_batch_size=1), "full")):
+        policy = Recorder(sleep_s=0.0)
+        b = _batcher(policy, **cfg)
+        b.announce()
+        b.announce()
+        assert b.submit({"i": 0}, announced=True, inline_ok=flush == "idle").result(10).flush == flush
+        b.stop()

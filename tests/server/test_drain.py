@@ -1,4 +1,6 @@
-"""SIGTERM during load: readiness off, every in-flight request answered, new ones refused, clean exit."""
+"""SIGTERM during load: readiness off, every in-flight request answered, new ones refused, clean exit.
+
+The model takes 300 ms a batch, so at the signal six requests are accepted and still unanswered."""
 from __future__ import annotations
 
 import re
@@ -25,7 +27,7 @@ def _inflight(http_port: int) -> float:
 
 def test_sigterm_drains_in_flight_requests_and_refuses_new_ones():
     gport, hport = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "policy_server.cli", "--scripted", "fault", "--chunk-length", "4",
+    proc = subprocess.Popen([sys.executable, "-m", "policy_server.cli", "--scripted", "noop", "--chunk-length", "4", "--compute-ms", "300",
                              "--grpc-port", str(gport), "--http-port", str(hport), "--max-batch-size", "2",
                              "--max-queue-delay-ms", "0", "--drain-timeout-s", "20"],
                             cwd=REPO, stderr=subprocess.PIPE, text=True)
@@ -33,7 +35,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones():
     results: dict[int, object] = {}
     try:
         connect(urls["http"], token="").wait_ready(timeout_s=60, poll_s=0.1)
-        obs = dict(example_observation(32, 32), sleep_ms=np.int64(300))
+        obs = example_observation(32, 32)
         clients = [connect(urls[t], token="", retries=0, timeout_s=30) for t in ("grpc", "ws", "http") * 2]
         for c in clients:
             c.server_info()   # open connections before load so none is refused at connect
