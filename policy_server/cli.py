@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-port", type=int, default=protocol.GRPC_PORT, help="gRPC port; -1 disables")
     p.add_argument("--http-port", type=int, default=protocol.HTTP_PORT, help="HTTP + websocket port; -1 disables")
     p.add_argument("--max-batch-size", type=int, default=8)
-    p.add_argument("--max-queue-delay-ms", type=float, default=2.0)
+    p.add_argument("--max-queue-delay-ms", type=float, default=10.0,
+                   help="longest a batch waits for requests known to be on their way (a lone request never waits)")
     p.add_argument("--max-queue-size", type=int, default=256)
     p.add_argument("--max-message-bytes", type=int, default=protocol.DEFAULT_MAX_MESSAGE_BYTES)
     p.add_argument("--request-timeout-s", type=float, default=30.0)
