@@ -28,8 +28,10 @@ $(VENV)/.stamp-torch: | $(VPY)
 	$(PIP) install torch==$(TORCH_VERSION)
 	touch $@
 
+# openpi's own client and server (the serving benchmark's peer) with --no-deps: see pyproject's dev extra.
 $(VENV)/.stamp-project: pyproject.toml $(VENV)/.stamp-torch
 	$(PIP) install -e '.[all]'
+	$(PIP) install --no-deps openpi-client==0.1.2 openpi-server==0.1.0
 	touch $@
 
 $(VENV)/.stamp-sim: scripts/install_sim.sh $(VENV)/.stamp-project
