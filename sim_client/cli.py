@@ -3,6 +3,9 @@ r"""`sim_client`: evaluate a policy server on LIBERO.
     sim_client --suite libero_10 --server grpc://127.0.0.1:50051 --out work_dirs/eval \
         [--tasks 0,3] [--trials N] [--workers N] [--shard i/n] [--max-steps N] \
         [--video none|failures|all] [--config CONFIG]
+    sim_client --suite libero_object --policy expert --out work_dirs/expert   (the scripted expert)
+    sim_client record --suite libero_object --policy expert --episodes-per-task N --out DATASET \
+        [--tasks 0,5] [--workers N]                                          (expert demonstrations)
     sim_client merge OUT SHARD_DIR [SHARD_DIR ...]
     sim_client report OUT
 
@@ -32,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sim_client", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", help="LIBERO suite(s), comma-separated (default: the config's, else libero_10)")
-    p.add_argument("--server", required=True, help="grpc://host:50051, ws://host:8000 or http://host:8000")
+    p.add_argument("--server", help="grpc://host:50051, ws://host:8000 or http://host:8000")
+    p.add_argument("--policy", choices=("expert",),
+                   help="run an in-worker policy instead of a server: `expert`, the scripted expert")
     p.add_argument("--out", required=True, help="output directory (results.jsonl, summary.json, videos/)")
     p.add_argument("--config", help="config file whose `eval` section gives the defaults")
     p.add_argument("--tasks", type=_int_list, help="task ids, e.g. 0,3 (default: all)")
@@ -77,10 +82,20 @@ def cmd_run(argv: list[str]) -> int:
     from sim_client.suites import LiberoNotInstalled
     from vla.wire import PolicyError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.server is None) == (args.policy is None):
+        parser.error("give exactly one of --server URL and --policy expert")
     try:
         cfg = _config(args)
-        result = run_eval(cfg, args.server, args.out, log=lambda m: print(m, file=sys.stderr))
+        policy = args.server
+        if args.policy == "expert":
+            from sim_client.expert import ExpertPolicy, check_tasks
+
+            for suite in cfg.suites():
+                check_tasks(suite, cfg.tasks)  # refuse uncovered tasks before any worker starts
+            policy = ExpertPolicy
+        result = run_eval(cfg, policy, args.out, log=lambda m: print(m, file=sys.stderr))
     except (ValueError, FileNotFoundError, LiberoNotInstalled, RuntimeError, PolicyError) as exc:
         print(f"sim_client: {exc}", file=sys.stderr)
         return 1
@@ -141,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_merge(argv[1:])
     if argv and argv[0] == "report":
         return cmd_report(argv[1:])
+    if argv and argv[0] == "record":
+        from sim_client.record import main as cmd_record
+
+        return cmd_record(argv[1:])
     if argv and argv[0] == "run":
         argv = argv[1:]
     return cmd_run(argv)

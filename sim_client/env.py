@@ -69,6 +69,11 @@ class LiberoEnv:
     def sim(self):
         return self._env.sim
 
+    @property
+    def problem(self):
+        """The LIBERO problem env inside the wrapper (BDDL objects, sites, goal predicates)."""
+        return self._env.env
+
     def _obs(self, obs: dict[str, Any], rendered: frozenset[str]) -> dict[str, Any]:
         # Placeholders must never reach a policy or a video.
         return {k: v for k, v in obs.items() if k not in self.image_keys or k in rendered}
@@ -87,8 +92,15 @@ class LiberoEnv:
         self._want = want
         return want
 
-    def reset(self, seed: int, init_state: np.ndarray, *, render=False) -> dict[str, Any]:
-        """seed → reset → the trial's fixed initial state (openpi's order)."""
+    def reset(self, seed: int, init_state: np.ndarray | None, *, render=False) -> dict[str, Any]:
+        """seed → reset → the trial's fixed initial state (openpi's order).
+
+        `init_state=None` keeps the reset's own placement: every object sampled in its BDDL
+        region from the seeded random state (what recordings start from)."""
+        if init_state is None:
+            rendered = self._set_render(render)
+            self._env.seed(seed)
+            return self._obs(self._env.reset(), rendered)
         self._set_render(False)
         self._env.seed(seed)
         self._env.reset()

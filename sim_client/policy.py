@@ -31,11 +31,11 @@ class RequestBuilder:
             raise ValueError(f"server declares image_orientation {orientation!r}; known: {protocol.ORIENTATIONS}")
         self.rotate = orientation == protocol.ORIENTATION_ROTATED_180
         self.resize_size = resize_size
-        if self.layout == "sim":
-            declared = [k for k in CAMERA_KEYS if k in keys]
+        if self.layout == "sim":  # exactly the cameras declared: a state-only server (the expert) gets none
+            self.cameras = tuple(k for k in CAMERA_KEYS if k in keys)
         else:
             declared = [k for k in CAMERA_KEYS if OPENPI_CAMERA_KEYS[k] in keys]
-        self.cameras = tuple(declared or CAMERA_KEYS)
+            self.cameras = tuple(declared or CAMERA_KEYS)
         self.replay = info.get("scripted") == "replay"  # scripted replay server: send the step index
 
     def _image(self, img: np.ndarray) -> np.ndarray:

@@ -72,6 +72,9 @@ class WorkerState:
             if spec.trial >= len(self.init_states):
                 raise ValueError(f"{spec.suite} task {spec.task_id} has {len(self.init_states)} initial states; "
                                  f"trial {spec.trial} does not exist")
+            bind = getattr(policy, "bind", None)  # an in-worker policy that reads the simulator (the expert)
+            if bind is not None:
+                bind(env, self.task)
             video = self.cfg["video"]
             out = run_episode(env, policy, self.builder, spec, self.task.language, self.init_states[spec.trial],
                               record_video=video == "all")

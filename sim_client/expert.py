@@ -1,0 +1,528 @@
+"""A scripted LIBERO expert that plans from privileged simulator state (numpy only, no torch).
+
+It reads the task's BDDL goal, turns each `(In obj region)` / `(On obj target)` into a
+pick-and-place, and drives the robot closed loop from the MuJoCo state of the running env:
+object and target poses (body and site positions, collision-geometry boxes), the gripper's
+pose and finger opening. Each step it emits one of LIBERO's 7-dim OSC_POSE delta actions in
+[-1, 1] (robosuite scales 1.0 to 0.05 m of position and 0.5 rad of axis-angle rotation, both
+in the world frame; the gripper is -1 open, +1 closed).
+
+A pick-and-place runs: approach above the grasp point (yaw turned to the object's narrow
+side, or to the rim of an object too wide to span), descend, close, lift, carry above the
+target, lower, open, retreat. Every phase has a step timeout; a grasp that did not lift the
+object, an object that slips while carried, or a placement the goal predicate does not
+accept sends it back to the approach (a few attempts per object). Goals with predicates other
+than In/On (open, close, turn on, ...) are refused by `plan_task` with an `ExpertUnsupported`
+naming the task.
+
+In an evaluation the expert stands in for a policy server (`ExpertPolicy`): the episode loop
+queries it once per step with the state-only request it declares, so no camera is rendered.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+POS_SCALE = 0.05          # m per unit of action (robosuite OSC_POSE output_max for position)
+ROT_SCALE = 0.5           # rad per unit of action (OSC_POSE output_max for rotation)
+KP_POS = 1.0 / 0.02       # action per metre of position error (saturates at 2 cm)
+KP_ROT = 1.0 / 0.25       # action per radian of orientation error
+OPEN, CLOSE = -1.0, 1.0
+
+MAX_SPAN = 0.072          # widest part the Panda fingers close around (opening ~0.08 m)
+RING_BAND = 0.01          # collision boxes this close below the highest one form a wide object's rim
+GRASP_DEPTH = 0.025       # how far below an object's top the grip site goes
+TIP_CLEARANCE = 0.012     # grip site at least this far above an object's bottom (fingertips below it)
+HOVER = 0.07              # approach height above the grasp point
+GRIPPER_RADIUS = 0.05     # footprint of the open hand around the grip site
+HAND_CLEARANCE = 0.04     # grip site above whatever the empty hand passes over
+MIN_LIFT = 0.05           # an object is lifted at least this much before it is carried
+CARRY_CLEARANCE = 0.04    # carried object's bottom above everything it passes over
+RELEASE_GAP = {"in": 0.015, "on": 0.008}
+ATTEMPTS = 4              # pick-and-place attempts per goal before it keeps going on the last one
+
+SUPPORTED = ("in", "on")
+
+
+class ExpertUnsupported(ValueError):
+    """The expert has no primitive for this task's goal."""
+
+
+@dataclass(frozen=True)
+class PickPlace:
+    relation: str   # "in" | "on" (the BDDL predicate)
+    obj: str        # movable object to carry
+    target: str     # object or region (site) name it goes in / on
+
+
+# ------------------------------------------------------------------------------------- BDDL goal
+
+def _sexpr(text: str):
+    tokens = re.findall(r"\(|\)|[^\s()]+", text)
+    pos = 0
+
+    def parse():
+        nonlocal pos
+        tok = tokens[pos]
+        pos += 1
+        if tok != "(":
+            return tok
+        out = []
+        while tokens[pos] != ")":
+            out.append(parse())
+        pos += 1
+        return out
+
+    return parse()
+
+
+def goal_predicates(bddl_text: str) -> list[list[str]]:
+    """The goal's atoms, lower-cased: `(:goal (And (In a r) (On b c)))` → [['in','a','r'], ['on','b','c']]."""
+    start = bddl_text.find("(:goal")
+    if start < 0:
+        raise ValueError("BDDL problem has no (:goal ...) section")
+    depth, end = 0, start
+    for end in range(start, len(bddl_text)):
+        depth += {"(": 1, ")": -1}.get(bddl_text[end], 0)
+        if depth == 0:
+            break
+    goal = _sexpr(bddl_text[start:end + 1])[1]
+    atoms: list[list[str]] = []
+
+    def walk(node):
+        if isinstance(node, list) and node and isinstance(node[0], str) and node[0].lower() == "and":
+            for child in node[1:]:
+                walk(child)
+        elif isinstance(node, list):
+            atoms.append([str(x).lower() if i == 0 else str(x) for i, x in enumerate(node)])
+        else:
+            atoms.append([str(node).lower()])
+
+    walk(goal)
+    return atoms
+
+
+def plan_task(task) -> list[PickPlace]:
+    """Pick-and-places for a `sim_client.suites.Task`, or ExpertUnsupported naming the task."""
+    atoms = goal_predicates(Path(task.bddl_file).read_text())
+    unsupported = [a for a in atoms if a[0] not in SUPPORTED or len(a) != 3]
+    if unsupported:
+        shown = ", ".join("(" + " ".join(a) + ")" for a in unsupported)
+        raise ExpertUnsupported(f"the scripted expert does not cover {task.suite} task {task.task_id} "
+                                f"({task.language!r}): goal {shown} is not a pick-and-place "
+                                f"(it handles In/On goals only)")
+    return [PickPlace(a[0], a[1], a[2]) for a in atoms]
+
+
+def check_tasks(suite: str, task_ids) -> None:
+    """Raise ExpertUnsupported for the first task of `task_ids` (None: all) the expert cannot do."""
+    from sim_client.suites import get_tasks
+
+    tasks = get_tasks(suite)
+    for t in (range(len(tasks)) if task_ids is None else task_ids):
+        plan_task(tasks[t])
+
+
+# ----------------------------------------------------------------------------- scene geometry
+
+def _axisangle(r: np.ndarray) -> np.ndarray:
+    """Axis-angle vector of a rotation matrix."""
+    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+    angle = math.acos(cos)
+    if angle < 1e-6:
+        return np.zeros(3)
+    v = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    if math.pi - angle < 1e-3:  # near 180°: the axis from the symmetric part
+        axis = np.sqrt(np.maximum((np.diag(r) + 1.0) / 2.0, 0.0))
+        i = int(np.argmax(axis))
+        axis = r[:, i] + np.eye(3)[i]
+        return axis / np.linalg.norm(axis) * angle
+    return v / (2.0 * math.sin(angle)) * angle
+
+
+def down_rotation(yaw: float) -> np.ndarray:
+    """Grip-site orientation pointing down, fingers closing along world (cos yaw, sin yaw, 0)."""
+    x = np.array([math.cos(yaw), math.sin(yaw), 0.0])
+    z = np.array([0.0, 0.0, -1.0])
+    return np.stack([x, np.cross(z, x), z], axis=1)
+
+
+class Scene:
+    """Read-only views of the MuJoCo state of a LIBERO problem env (robosuite's inner env)."""
+
+    def __init__(self, problem):
+        import mujoco  # noqa: F401  (the model/data below are mujoco's own structs)
+
+        self.problem = problem
+        self.m = problem.sim.model._model
+        self.d = problem.sim.data._data
+        robot = problem.robots[0]
+        self.eef_site = robot.eef_site_id
+        self.finger_qpos = [self.m.jnt_qposadr[self.m.joint(j).id] for j in robot.gripper.joints]
+        self._geoms: dict[str, np.ndarray] = {}
+
+    # bodies and sites
+    def body_id(self, name: str) -> int:
+        return self.problem.obj_body_id[name]
+
+    def is_site(self, name: str) -> bool:
+        return name in self.problem.object_sites_dict
+
+    def site_pos(self, name: str) -> np.ndarray:
+        return self.d.site_xpos[self.m.site(name).id].copy()
+
+    def site_parent(self, name: str) -> str:
+        return self.problem.object_sites_dict[name].parent_name
+
+    def obj_pos(self, name: str) -> np.ndarray:
+        return self.d.xpos[self.body_id(name)].copy()
+
+    def solids(self) -> list[str]:
+        """Movable objects and fixtures (not the table or floor, which belong to the arena)."""
+        return [*self.problem.objects_dict, *self.problem.fixtures_dict]
+
+    def geoms(self, name: str) -> np.ndarray:
+        """Collision geoms of an object's or fixture's body subtree."""
+        if name not in self._geoms:
+            root = self.body_id(name)
+            parent = self.m.body_parentid
+
+            def under(b: int) -> bool:
+                while b > 0:
+                    if b == root:
+                        return True
+                    b = parent[b]
+                return False
+
+            ids = [g for g in range(self.m.ngeom) if (self.m.geom_contype[g] or self.m.geom_conaffinity[g])
+                   and under(int(self.m.geom_bodyid[g]))]
+            self._geoms[name] = np.asarray(ids, dtype=int)
+        return self._geoms[name]
+
+    def corners(self, name: str) -> np.ndarray:
+        """World corners of the boxes bounding each collision geom, [8 * geoms, 3]."""
+        g = self.geoms(name)
+        if len(g) == 0:
+            p = self.obj_pos(name)
+            return p[None, :]
+        aabb = self.m.geom_aabb[g]                       # [G, 6]: centre, half-size in the geom frame
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
+        local = aabb[:, None, :3] + signs[None] * aabb[:, None, 3:]        # [G, 8, 3]
+        rot = self.d.geom_xmat[g].reshape(-1, 3, 3)
+        world = np.einsum("gij,gkj->gki", rot, local) + self.d.geom_xpos[g][:, None, :]
+        return world.reshape(-1, 3)
+
+    def geom_centres(self, name: str) -> np.ndarray:
+        """World centres of an object's collision boxes, [G, 3]."""
+        g = self.geoms(name)
+        if len(g) == 0:
+            return self.obj_pos(name)[None, :]
+        aabb = self.m.geom_aabb[g]
+        rot = self.d.geom_xmat[g].reshape(-1, 3, 3)
+        return np.einsum("gij,gj->gi", rot, aabb[:, :3]) + self.d.geom_xpos[g]
+
+    def top(self, name: str) -> float:
+        return float(self.corners(name)[:, 2].max())
+
+    def bottom(self, name: str) -> float:
+        return float(self.corners(name)[:, 2].min())
+
+    # robot
+    def eef_pos(self) -> np.ndarray:
+        return self.d.site_xpos[self.eef_site].copy()
+
+    def eef_rot(self) -> np.ndarray:
+        return self.d.site_xmat[self.eef_site].reshape(3, 3).copy()
+
+    def finger_gap(self) -> float:
+        q = self.d.qpos[self.finger_qpos]
+        return float(abs(q[0] - q[1]))
+
+    def satisfied(self, goal: PickPlace) -> bool:
+        return bool(self.problem._eval_predicate([goal.relation, goal.obj, goal.target]))
+
+
+@dataclass
+class Grasp:
+    point: np.ndarray   # grip-site target (world)
+    yaw: float          # fingers close along (cos yaw, sin yaw)
+
+
+def plan_grasp(scene: Scene, name: str, eef_xy: np.ndarray, yaw_now: float) -> Grasp:
+    """Top-down grasp: across the object's narrowest horizontal width if it fits between the
+    fingers, else on its rim (the point of the outline nearest the gripper), fingers radial."""
+    pts = scene.corners(name)
+    top, bottom = pts[:, 2].max(), pts[:, 2].min()
+    xy = pts[:, :2]
+    angles = np.deg2rad(np.arange(0.0, 180.0, 3.0))
+    dirs = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    proj = xy @ dirs.T                                     # [N, A]
+    widths = proj.max(0) - proj.min(0)
+    i = int(np.argmin(widths))
+    u = dirs[i]
+    v = np.array([-u[1], u[0]])
+    pu, pv = xy @ u, xy @ v
+    centre = u * (pu.max() + pu.min()) / 2 + v * (pv.max() + pv.min()) / 2
+    z = max(top - GRASP_DEPTH, bottom + TIP_CLEARANCE)
+    if widths[i] <= MAX_SPAN:
+        yaw = math.atan2(u[1], u[0])
+        point = np.array([centre[0], centre[1], z])
+    else:  # too wide to span (a bowl): pinch its wall nearest the gripper, fingers closing radially
+        d = eef_xy - centre
+        d = d / (np.linalg.norm(d) + 1e-9) if np.linalg.norm(d) > 1e-6 else np.array([-1.0, 0.0])
+        # The wall: the highest ring of collision boxes; grip it at its centres' radius and height.
+        walls = scene.geom_centres(name)
+        ring = walls[walls[:, 2] >= walls[:, 2].max() - RING_BAND]
+        reach = float(((ring[:, :2] - centre) @ d).max())
+        rim = centre + d * reach
+        yaw = math.atan2(d[1], d[0])
+        point = np.array([rim[0], rim[1], max(float(ring[:, 2].mean()), bottom + TIP_CLEARANCE)])
+    return Grasp(point=point, yaw=_nearest_yaw(yaw, yaw_now))
+
+
+def _nearest_yaw(yaw: float, ref: float) -> float:
+    """The parallel-gripper-equivalent yaw (mod π) closest to `ref`."""
+    k = round((ref - yaw) / math.pi)
+    return yaw + k * math.pi
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+# ---------------------------------------------------------------------------------- controller
+
+class Expert:
+    """Closed-loop pick-and-place controller for one episode: `act()` → one 7-dim action."""
+
+    def __init__(self, problem, goals: list[PickPlace]):
+        self.scene = Scene(problem)
+        self.goals = list(goals)
+        self.g = 0                     # current goal
+        self.attempt = 0
+        self.phase = "approach"
+        self.t = 0                     # steps in this phase
+        self.grasp: Grasp | None = None
+        self.hold_offset: np.ndarray | None = None  # object position − grip site while carried
+        self.hang = 0.0                # grip site height above the carried object's bottom
+        self._carry: float | None = None
+        self._gap = 0.0
+        self.gripper = OPEN
+        self.steps = 0
+        self.log: list[str] = []
+
+    # targets
+    def _goal(self) -> PickPlace:
+        return self.goals[min(self.g, len(self.goals) - 1)]
+
+    def _yaw_now(self) -> float:
+        x = self.scene.eef_rot()[:, 0]
+        return math.atan2(x[1], x[0])
+
+    def _target_xy_top(self, goal: PickPlace) -> tuple[np.ndarray, float]:
+        s = self.scene
+        if s.is_site(goal.target):
+            pos = s.site_pos(goal.target)
+            parent = s.site_parent(goal.target)
+            if goal.relation == "in" and parent in s.problem.obj_body_id:
+                return pos[:2], s.top(parent)        # a container: drop in from above its rim
+            return pos[:2], float(pos[2])
+        return s.obj_pos(goal.target)[:2], s.top(goal.target)
+
+    def _path_top(self, start_xy: np.ndarray, end_xy: np.ndarray, margin: float, skip: tuple[str, ...]) -> float:
+        """Highest top of the objects and fixtures whose footprint (grown by `margin`) the straight
+        path start → end passes over; -inf when it passes over none."""
+        s = self.scene
+        n = max(2, int(np.linalg.norm(end_xy - start_xy) / 0.01) + 1)
+        path = np.linspace(start_xy, end_xy, n)
+        best = -np.inf
+        for name in s.solids():
+            if name in skip:
+                continue
+            c = s.corners(name)
+            lo, hi = c[:, :2].min(0) - margin, c[:, :2].max(0) + margin
+            if np.any(np.all((path >= lo) & (path <= hi), axis=1)):
+                best = max(best, float(c[:, 2].max()))
+        return best
+
+    def _carry_z(self, goal: PickPlace) -> float:
+        """Grip-site height that carries the object's bottom over everything on its way to the target
+        (chosen once, at the start of the lift, from where the object is then)."""
+        if self._carry is None:
+            s = self.scene
+            place_xy, top = self._target_xy_top(goal)
+            start = s.obj_pos(goal.obj)[:2]
+            pts = s.corners(goal.obj)
+            radius = float(np.max(np.linalg.norm(pts[:, :2] - start, axis=1)))
+            over = self._path_top(start, place_xy, radius, (goal.obj,))
+            lifted = s.bottom(goal.obj) + MIN_LIFT
+            self._carry = max(over + CARRY_CLEARANCE, top + CARRY_CLEARANCE, lifted) + self.hang
+        return self._carry
+
+    def _move(self, target: np.ndarray, yaw: float | None = None, max_speed: float = 1.0) -> np.ndarray:
+        s = self.scene
+        err = target - s.eef_pos()
+        a = np.zeros(7)
+        a[:3] = np.clip(err * KP_POS, -max_speed, max_speed)
+        if yaw is None:
+            yaw = self._yaw_now()
+        rerr = _axisangle(down_rotation(yaw) @ s.eef_rot().T)
+        a[3:6] = np.clip(rerr * KP_ROT, -1.0, 1.0)
+        a[6] = self.gripper
+        return a
+
+    def _to(self, phase: str, why: str = "") -> None:
+        if why:
+            self.log.append(f"step {self.steps}: {self.phase} → {phase}: {why}")
+        self.phase, self.t = phase, 0
+
+    def _retry(self, why: str) -> None:
+        self.attempt += 1
+        self.gripper = OPEN
+        self.grasp = None
+        self._to("backoff", why)
+
+    def done(self) -> bool:
+        return self.g >= len(self.goals)
+
+    def act(self) -> np.ndarray:
+        s = self.scene
+        self.steps += 1
+        self.t += 1
+        if self.done():
+            self.gripper = OPEN
+            return self._move(s.eef_pos() + np.array([0.0, 0.0, 0.02]))
+        goal = self._goal()
+        eef = s.eef_pos()
+        phase = self.phase
+
+        if phase == "backoff":  # open and rise before a new attempt
+            self.gripper = OPEN
+            if self.t >= 6 and (eef[2] >= self._back_z - 0.01 or self.t > 30):
+                self._to("approach")
+            return self._move(np.array([eef[0], eef[1], self._back_z]))
+
+        if phase == "approach":
+            if self.grasp is None or self.t % 10 == 1:   # re-plan: the object may have been nudged
+                self.grasp = plan_grasp(s, goal.obj, eef[:2], self._yaw_now() if self.grasp is None
+                                        else self.grasp.yaw)
+            hover = self.grasp.point + np.array([0.0, 0.0, HOVER])
+            hover[2] = max(hover[2], self._path_top(eef[:2], hover[:2], GRIPPER_RADIUS, (goal.obj,)) + HAND_CLEARANCE)
+            xy_err = np.linalg.norm(hover[:2] - eef[:2])
+            target = hover
+            yaw_err = abs(_wrap(self.grasp.yaw - self._yaw_now()))
+            if (xy_err < 0.01 and abs(hover[2] - eef[2]) < 0.03 and yaw_err < 0.08) or self.t > 80:
+                self._to("descend", "" if self.t <= 80 else "approach timeout")
+            return self._move(target, self.grasp.yaw)
+
+        if phase == "descend":
+            target = self.grasp.point
+            if np.linalg.norm(target - eef) < 0.006 or self.t > 40:
+                self._to("close")
+            return self._move(target, self.grasp.yaw, max_speed=0.6)
+
+        if phase == "close":
+            self.gripper = CLOSE
+            gap = s.finger_gap()
+            settled = self.t >= 4 and abs(gap - self._gap) < 0.0005
+            self._gap = gap
+            if settled or self.t >= 20:
+                self._lift_from = s.obj_pos(goal.obj)
+                self.hang = eef[2] - s.bottom(goal.obj)
+                self._carry = None
+                self._to("lift")
+            return self._move(self.grasp.point, self.grasp.yaw)
+
+        if phase == "lift":
+            carry_z = self._carry_z(goal)
+            target = np.array([self.grasp.point[0], self.grasp.point[1], carry_z])
+            risen = s.obj_pos(goal.obj)[2] - self._lift_from[2]
+            if eef[2] - self.grasp.point[2] > 0.05 and risen < 0.025:
+                self._back_z = eef[2] + 0.02
+                self._retry(f"grasp missed {goal.obj} (rose {risen:.3f} m)")
+                return self._move(eef)
+            if abs(carry_z - eef[2]) < 0.015 or self.t > 50:
+                self.hold_offset = s.obj_pos(goal.obj) - eef
+                self._to("carry")
+            return self._move(target, self.grasp.yaw)
+
+        if phase in ("carry", "lower"):
+            obj = s.obj_pos(goal.obj)
+            if np.linalg.norm((obj - eef) - self.hold_offset) > 0.04:
+                self._back_z = eef[2] + 0.03
+                self._retry(f"{goal.obj} slipped")
+                return self._move(eef)
+            place_xy, top = self._target_xy_top(goal)
+            xy = place_xy - self.hold_offset[:2]
+            if phase == "carry":
+                carry_z = self._carry_z(goal)
+                target = np.array([xy[0], xy[1], max(carry_z, eef[2] if self.t < 3 else carry_z)])
+                if np.linalg.norm(target[:2] - eef[:2]) < 0.008 or self.t > 100:
+                    self._to("lower")
+                return self._move(target, self.grasp.yaw)
+            release_z = top + RELEASE_GAP[goal.relation] + (eef[2] - s.bottom(goal.obj))
+            target = np.array([xy[0], xy[1], release_z])
+            if abs(release_z - eef[2]) < 0.006 or self.t > 40:
+                self._to("release")
+            return self._move(target, self.grasp.yaw, max_speed=0.6)
+
+        if phase == "release":
+            self.gripper = OPEN
+            if self.t >= 6:
+                self._retreat_z = eef[2] + 0.08
+                self._to("retreat")
+            return self._move(eef, self.grasp.yaw)
+
+        if phase == "retreat":
+            target = np.array([eef[0], eef[1], self._retreat_z])
+            if eef[2] > self._retreat_z - 0.02 or self.t > 25:
+                if s.satisfied(goal):
+                    self.g += 1
+                    self.attempt = 0
+                    self.grasp = None
+                    self._to("approach", f"{goal.relation} {goal.obj} {goal.target} holds")
+                else:
+                    self._back_z = eef[2]
+                    self._retry(f"{goal.relation} {goal.obj} {goal.target} does not hold after release")
+            return self._move(target)
+        raise AssertionError(f"unknown phase {phase}")
+
+
+# ------------------------------------------------------------------------ as a policy "server"
+
+EXPERT_INPUTS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
+
+
+class ExpertPolicy:
+    """The expert behind the policy interface of the episode loop (`make_policy(ExpertPolicy)`).
+
+    It declares a state-only input layout (so no camera is rendered for it) and a chunk of one
+    action; `bind(env, task)` attaches it to the worker's env before each episode, after which
+    every `infer` plans one step from the simulator state.
+    """
+
+    model = "scripted-expert"
+
+    def __init__(self):
+        self.expert: Expert | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {"model": self.model, "chunk_length": 1, "action_dim": 7, "model_version": "expert-1",
+                "inputs": [{"key": k} for k in EXPERT_INPUTS], "image_orientation": "as_rendered"}
+
+    def bind(self, env, task) -> None:
+        self.expert = Expert(env.problem, plan_task(task))
+
+    def infer(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.expert is None:
+            raise RuntimeError("ExpertPolicy.infer before bind(env, task)")
+        action = self.expert.act().astype(np.float32)
+        return {"actions": action[None, :], "model_version": "expert-1", "server_timing": {"infer_ms": 0.0}}
+
+    def close(self) -> None:
+        self.expert = None
