@@ -159,12 +159,20 @@ class Scene:
         import mujoco  # noqa: F401  (the model/data below are mujoco's own structs)
 
         self.problem = problem
-        self.m = problem.sim.model._model
-        self.d = problem.sim.data._data
-        robot = problem.robots[0]
-        self.eef_site = robot.eef_site_id
-        self.finger_qpos = [self.m.jnt_qposadr[self.m.joint(j).id] for j in robot.gripper.joints]
         self._geoms: dict[str, np.ndarray] = {}
+        self._sim = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Follow the env's current MjSim: a hard reset (every env.reset) builds a new one."""
+        sim = self.problem.sim
+        if sim is not self._sim:
+            self._sim = sim
+            self.m, self.d = sim.model._model, sim.data._data
+            robot = self.problem.robots[0]
+            self.eef_site = robot.eef_site_id
+            self.finger_qpos = [self.m.jnt_qposadr[self.m.joint(j).id] for j in robot.gripper.joints]
+            self._geoms = {}
 
     # bodies and sites
     def body_id(self, name: str) -> int:
@@ -392,6 +400,7 @@ class Expert:
 
     def act(self) -> np.ndarray:
         s = self.scene
+        s.refresh()
         self.steps += 1
         self.t += 1
         if self.done():
@@ -510,19 +519,26 @@ class ExpertPolicy:
 
     def __init__(self):
         self.expert: Expert | None = None
+        self._bound = None
 
     def info(self) -> dict[str, Any]:
         return {"model": self.model, "chunk_length": 1, "action_dim": 7, "model_version": "expert-1",
                 "inputs": [{"key": k} for k in EXPERT_INPUTS], "image_orientation": "as_rendered"}
 
     def bind(self, env, task) -> None:
-        self.expert = Expert(env.problem, plan_task(task))
+        """Attach to the env for the next episode (called before its reset; the expert starts at
+        the first query, from the state the episode is then in)."""
+        self._bound = (env, plan_task(task))
+        self.expert = None
 
     def infer(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.expert is None:
-            raise RuntimeError("ExpertPolicy.infer before bind(env, task)")
+            if self._bound is None:
+                raise RuntimeError("ExpertPolicy.infer before bind(env, task)")
+            env, goals = self._bound
+            self.expert = Expert(env.problem, goals)
         action = self.expert.act().astype(np.float32)
         return {"actions": action[None, :], "model_version": "expert-1", "server_timing": {"infer_ms": 0.0}}
 
     def close(self) -> None:
-        self.expert = None
+        self.expert, self._bound = None, None

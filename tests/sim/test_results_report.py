@@ -139,6 +139,11 @@ def test_request_follows_the_server_declaration():
                                          {"key": "robot0_eef_quat"}, {"key": "robot0_gripper_qpos"}]})
     assert one_cam.cameras == ("agentview_image",)
     assert "robot0_eye_in_hand_image" not in one_cam.build(obs, "x")
+    # A state-only declaration (the scripted expert's) gets no camera at all.
+    state_only = RequestBuilder({"inputs": [{"key": "robot0_eef_pos"}, {"key": "robot0_eef_quat"},
+                                            {"key": "robot0_gripper_qpos"}]})
+    assert state_only.layout == "sim" and state_only.cameras == ()
+    assert not {"agentview_image", "robot0_eye_in_hand_image"} & set(state_only.build(obs, "x"))
     # openpi's server declares nothing: openpi's keys, rotated, resized, 8-d state.
     openpi = RequestBuilder({}, resize_size=224)
     req = openpi.build(obs, "x")
