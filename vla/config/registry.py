@@ -15,7 +15,8 @@ _REGISTRY: dict[str, Callable[..., Any]] = {}
 
 # Modules whose import registers the project's types. Imported lazily on the first
 # lookup miss, so `import vla.config` stays cheap and torch-free.
-_PROVIDER_MODULES = ("vla.data", "vla.models")
+_PROVIDER_MODULES = ("vla.data.collate", "vla.data.distributed", "vla.data.parquet_dataset", "vla.data.tokenizer",
+                     "vla.data.transforms", "vla.models")  # vla.data imports its modules lazily
 _OWN_PACKAGES = {"vla", "trainer", "policy_server", "sim_client"}
 
 

@@ -1,24 +1,45 @@
 """Data: LeRobot v2.1 reader/writer, ParquetDataset and the seed's transforms, statistics, collators.
 
-Importing this package registers the seed's data types with `vla.config.register`
-(ProcessParquetInputs, ParquetPrompter, ProcessPrompts, ProcessPromptsWithImage,
-PretrainedTokenizer, ResizeImages, NormalizeImages, NormalizeStatesAndActions,
-ParquetDataset, DistributedRepeatingDataset, DictCollator).
+The names below are imported on first use (PEP 562), so a torch-free process (the simulator's
+dataset recorder) can use the reader and writer without loading torch. The data types the
+configs name (ProcessParquetInputs, ParquetPrompter, ProcessPrompts, ProcessPromptsWithImage,
+PretrainedTokenizer, ResizeImages, NormalizeImages, NormalizeStatesAndActions, ParquetDataset,
+DistributedRepeatingDataset, DictCollator) register with `vla.config.register` when their
+modules are imported; the registry imports those modules on a lookup miss.
 """
-from vla.data.collate import DictCollator
-from vla.data.distributed import DistributedRepeatingDataset
-from vla.data.errors import DatasetError
-from vla.data.parquet_dataset import ParquetDataset
-from vla.data.reader import LeRobotReader
-from vla.data.statistics import compute_dataset_statistics, write_dataset_statistics
-from vla.data.tokenizer import PretrainedTokenizer
-from vla.data.transforms import (NormalizeImages, NormalizeStatesAndActions, ParquetPrompter, ProcessParquetInputs,
-                                 ProcessPrompts, ProcessPromptsWithImage, ResizeImages)
-from vla.data.writer import LeRobotWriter
+from __future__ import annotations
 
-__all__ = [
-    "DatasetError", "DictCollator", "DistributedRepeatingDataset", "LeRobotReader", "LeRobotWriter",
-    "NormalizeImages", "NormalizeStatesAndActions", "ParquetDataset", "ParquetPrompter", "PretrainedTokenizer",
-    "ProcessParquetInputs", "ProcessPrompts", "ProcessPromptsWithImage", "ResizeImages",
-    "compute_dataset_statistics", "write_dataset_statistics",
-]
+import importlib
+
+_EXPORTS = {
+    "DatasetError": "vla.data.errors",
+    "LeRobotReader": "vla.data.reader",
+    "LeRobotWriter": "vla.data.writer",
+    "compute_dataset_statistics": "vla.data.statistics",
+    "write_dataset_statistics": "vla.data.statistics",
+    "DictCollator": "vla.data.collate",
+    "DistributedRepeatingDataset": "vla.data.distributed",
+    "ParquetDataset": "vla.data.parquet_dataset",
+    "PretrainedTokenizer": "vla.data.tokenizer",
+    "NormalizeImages": "vla.data.transforms",
+    "NormalizeStatesAndActions": "vla.data.transforms",
+    "ParquetPrompter": "vla.data.transforms",
+    "ProcessParquetInputs": "vla.data.transforms",
+    "ProcessPrompts": "vla.data.transforms",
+    "ProcessPromptsWithImage": "vla.data.transforms",
+    "ResizeImages": "vla.data.transforms",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vla.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -16,7 +16,6 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from vla.data.image_ops import resize_images
 from vla.data.writer import LeRobotWriter, camera_feature, vector_feature
 from vla.libero import rotate_180
 
@@ -78,7 +77,7 @@ def _task_of(h5file, path: Path) -> str:
     return task_from_filename(path)
 
 
-def _noop_mask(actions: np.ndarray) -> np.ndarray:
+def noop_mask(actions: np.ndarray) -> np.ndarray:
     """True for no-op steps (no motion and the same gripper command as before), as the
     `no_noops` LIBERO regenerations drop them."""
     keep = np.ones(len(actions), dtype=bool)
@@ -105,6 +104,8 @@ def convert_libero_hdf5(hdf5_paths: Iterable[str | os.PathLike], out_root: str |
     """
     import h5py
 
+    from vla.data.image_ops import resize_images  # torch: the recorder imports this module without it
+
     writer = LeRobotWriter(out_root, fps=fps, features=libero_features(image_size), robot_type="panda",
                            chunks_size=chunks_size, vcodec=vcodec)
     for path in map(Path, hdf5_paths):
@@ -127,7 +128,7 @@ def convert_libero_hdf5(hdf5_paths: Iterable[str | os.PathLike], out_root: str |
                 if not (len(actions) == len(state) == len(agent) == len(wrist)):
                     raise ValueError(f"{where}: lengths differ: actions {len(actions)}, state {len(state)}, "
                                      f"agentview {len(agent)}, eye_in_hand {len(wrist)}")
-                keep = ~_noop_mask(actions) if drop_noops else np.ones(len(actions), dtype=bool)
+                keep = ~noop_mask(actions) if drop_noops else np.ones(len(actions), dtype=bool)
                 if not keep.any():
                     continue
                 writer.add_episode({
