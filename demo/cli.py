@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from vla.errors import VLAError
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "pi0": "configs/pi0/pi0_paligemma_libero_10_full_finetune_tiny.py",
@@ -42,8 +44,8 @@ DEFAULT_TOKENIZER = "work_dirs/demo/tokenizer"
 STEP_NAMES = ("record", "tokenizer", "train", "eval")
 
 
-class DemoError(RuntimeError):
-    pass
+class DemoError(VLAError, RuntimeError):
+    """A demo step that failed or cannot run as asked; the message says which and what to do."""
 
 
 def resolve_config(name: str) -> tuple[str, Path]:
@@ -224,7 +226,7 @@ def main(argv=None) -> int:
         timings = {**steps.timings, "total": time.perf_counter() - t_start}
         print(final_report(work_dir, eval_dir, data_root, timings), flush=True)
         return 0
-    except DemoError as exc:
+    except VLAError as exc:   # a step that failed or bad input (DemoError, a dataset or recorder error)
         log(f"demo: {exc}")
         return 1
 

@@ -73,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.setswitchinterval(args.gil_switch_ms / 1000.0)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from vla.errors import VLAError
+
     try:
         policy = make_policy(args)
-    except (ValueError, OSError, KeyError, RuntimeError) as exc:   # a bad work dir or file: say which, no traceback
+    except VLAError as exc:   # a bad work dir, file or flag: say which; anything else is a bug (traceback)
         print(f"policy_server: {exc}", file=sys.stderr)
         return 2
     from policy_server.server import PolicyServer

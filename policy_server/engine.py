@@ -29,6 +29,7 @@ from policy_server import transforms as eval_transforms
 from policy_server.policy import BasePolicy
 from vla import checkpoint as ckpt
 from vla.config import ConfigError, build
+from vla.errors import VLAError
 from vla.io import read_json
 from vla.normalize import STATISTICS_FILENAME, DatasetStatistics, load_statistics
 from vla.wire import protocol
@@ -42,7 +43,7 @@ _BATCH_KEYS = {"images": torch.float32, "img_masks": torch.bool, "lang_tokens": 
 _CKPT_RE = re.compile(r"^checkpoint_(epoch|step)_(\d+)\.(pt|safetensors)$")
 
 
-class EngineError(ValueError):
+class EngineError(VLAError, ValueError):
     """A work dir that cannot be served; the message names the file and what is wrong."""
 
 

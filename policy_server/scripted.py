@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from policy_server.policy import BasePolicy
+from vla.config import ConfigError
 from vla.io import read_json
 from vla.wire import protocol
 from vla.wire.errors import ErrorCode, PolicyError
@@ -54,7 +55,7 @@ class ScriptedPolicy(BasePolicy):
 
     def __init__(self, chunk_length: int = 10, compute_ms: float = 0.0, **_: Any):
         if chunk_length < 1:
-            raise ValueError(f"chunk_length must be >= 1, got {chunk_length}")
+            raise ConfigError(f"chunk_length must be >= 1, got {chunk_length}")
         self.chunk_length = int(chunk_length)
         self.compute_ms = float(compute_ms)
 
@@ -94,33 +95,33 @@ class ReplayPolicy(ScriptedPolicy):
         super().__init__(**kwargs)
         if sequences is None:
             if not replay_file:
-                raise ValueError("the replay policy needs --replay-file (JSON {prompt: [[7 floats], ...]} or .npy [T, 7])")
+                raise ConfigError("the replay policy needs --replay-file (JSON {prompt: [[7 floats], ...]} or .npy [T, 7])")
             sequences = self.load(replay_file)
         self.sequences = {str(k): self._check(str(k), v) for k, v in sequences.items()}
         if not self.sequences:
-            raise ValueError("the replay policy got no sequences")
+            raise ConfigError("the replay policy got no sequences")
 
     @staticmethod
     def load(path: str | Path) -> dict[str, Any]:
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"replay file {path} not found")
+            raise ConfigError(f"replay file {path} not found")
         if path.suffix == ".npy":
             return {"*": np.load(path, allow_pickle=False)}
-        data = read_json(path, error=ValueError)
+        data = read_json(path, error=ConfigError)
         if isinstance(data, list):
             data = {"*": data}
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object mapping a prompt to a list of 7-vectors")
+            raise ConfigError(f"{path}: expected a JSON object mapping a prompt to a list of 7-vectors")
         return data
 
     @staticmethod
     def _check(name: str, seq: Any) -> np.ndarray:
         arr = np.asarray(seq, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[1] != ACTION_DIM or len(arr) == 0:
-            raise ValueError(f"replay sequence {name!r}: expected shape [T>0, {ACTION_DIM}], got {list(arr.shape)}")
+            raise ConfigError(f"replay sequence {name!r}: expected shape [T>0, {ACTION_DIM}], got {list(arr.shape)}")
         if not np.isfinite(arr).all():
-            raise ValueError(f"replay sequence {name!r} has NaN or infinite values")
+            raise ConfigError(f"replay sequence {name!r} has NaN or infinite values")
         return arr
 
     def info(self) -> dict[str, Any]:
@@ -182,5 +183,5 @@ SCRIPTED = {"noop": NoopPolicy, "replay": ReplayPolicy, "fault": FaultPolicy}
 
 def make_scripted(name: str, **kwargs: Any) -> ScriptedPolicy:
     if name not in SCRIPTED:
-        raise ValueError(f"unknown scripted policy {name!r}; choose from {sorted(SCRIPTED)}")
+        raise ConfigError(f"unknown scripted policy {name!r}; choose from {sorted(SCRIPTED)}")
     return SCRIPTED[name](**kwargs)

@@ -30,6 +30,7 @@ import numpy as np
 from vla.config import build, register
 from vla.data.image_ops import normalize_images, resize_images
 from vla.data.prompts import PromptTokenizer, build_prompt
+from vla.errors import VLAError
 from vla.libero import (CAMERA_KEYS, EEF_POS_KEY, EEF_QUAT_KEY, GRIPPER_QPOS_KEY, OPENPI_CAMERA_KEYS,
                         OPENPI_STATE_KEY, libero_state, rotate_180)
 from vla.normalize import DatasetStatistics, Normalizer
@@ -37,7 +38,7 @@ from vla.normalize import DatasetStatistics, Normalizer
 STATE_SAMPLE_KEY = "libero_state"   # openpi's ready-made 8-dim state, carried to LiberoProprioFromInputs
 
 
-class EvalTransformError(ValueError):
+class EvalTransformError(VLAError, ValueError):
     """An observation a transform cannot process; the message names the transform and key."""
 
 

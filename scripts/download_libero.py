@@ -16,11 +16,20 @@ import argparse
 import sys
 from pathlib import Path
 
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from vla.errors import VLAError  # noqa: E402
+
 EXIT_DOWNLOAD, EXIT_VERIFY = 2, 3
 
 
+class DownloadError(VLAError, RuntimeError):
+    """The Hub download failed; the message says why in one line."""
+
+
 def download(repo_id: str, out: Path, revision: str | None = None, max_workers: int = 8) -> Path:
-    """Fetch the dataset snapshot into `out`; a RuntimeError with one line says why it failed."""
+    """Fetch the dataset snapshot into `out`; a DownloadError with one line says why it failed."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (GatedRepoError, HFValidationError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
@@ -29,22 +38,22 @@ def download(repo_id: str, out: Path, revision: str | None = None, max_workers: 
         snapshot_download(repo_id, repo_type="dataset", revision=revision, local_dir=str(out),
                           max_workers=max_workers)
     except GatedRepoError:
-        raise RuntimeError(f"dataset {repo_id!r} is gated: accept its terms on huggingface.co and log in "
+        raise DownloadError(f"dataset {repo_id!r} is gated: accept its terms on huggingface.co and log in "
                            f"(`hf auth login`)") from None
     except RepositoryNotFoundError:
-        raise RuntimeError(f"dataset {repo_id!r} not found on the Hugging Face Hub (check --repo-id; "
+        raise DownloadError(f"dataset {repo_id!r} not found on the Hugging Face Hub (check --repo-id; "
                            f"private datasets need `hf auth login`)") from None
     except RevisionNotFoundError:
-        raise RuntimeError(f"dataset {repo_id!r} has no revision {revision!r}") from None
+        raise DownloadError(f"dataset {repo_id!r} has no revision {revision!r}") from None
     except HFValidationError as exc:
-        raise RuntimeError(f"invalid --repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from None
+        raise DownloadError(f"invalid --repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from None
     except LocalEntryNotFoundError:
-        raise RuntimeError(f"cannot reach the Hugging Face Hub to download {repo_id!r} (offline, or "
+        raise DownloadError(f"cannot reach the Hugging Face Hub to download {repo_id!r} (offline, or "
                            f"HF_HUB_OFFLINE is set); connect and re-run, finished files are kept") from None
     except HfHubHTTPError as exc:
-        raise RuntimeError(f"downloading {repo_id!r} failed: {str(exc).splitlines()[0]}") from None
+        raise DownloadError(f"downloading {repo_id!r} failed: {str(exc).splitlines()[0]}") from None
     except OSError as exc:
-        raise RuntimeError(f"downloading {repo_id!r} into {out} failed: {exc}") from None
+        raise DownloadError(f"downloading {repo_id!r} into {out} failed: {exc}") from None
     return out
 
 
@@ -70,22 +79,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         download(args.repo_id, args.out, args.revision, args.max_workers)
-    except RuntimeError as exc:
+    except DownloadError as exc:
         print(f"download_libero: {exc}", file=sys.stderr)
         return EXIT_DOWNLOAD
     if args.verify == "none":
         print(f"downloaded {args.repo_id} to {args.out} (not verified)")
         return 0
-    from vla.data import DatasetError
-
     try:
         print(verify(args.out, decode=args.verify == "decode"))
-    except DatasetError as exc:
+    except VLAError as exc:
         print(f"download_libero: {args.out} is not a readable LeRobot v2.1 dataset: {exc}", file=sys.stderr)
         return EXIT_VERIFY
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
     raise SystemExit(main())

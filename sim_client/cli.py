@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -79,8 +80,8 @@ def _config(args: argparse.Namespace):
 
 def cmd_run(argv: list[str]) -> int:
     from sim_client.runner import run_eval
-    from sim_client.suites import LiberoNotInstalled
-    from vla.wire import PolicyError
+    from vla.errors import VLAError
+    from vla.wire.errors import PolicyError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -95,8 +96,8 @@ def cmd_run(argv: list[str]) -> int:
             for suite in cfg.suites():
                 check_tasks(suite, cfg.tasks)  # refuse uncovered tasks before any worker starts
             policy = ExpertPolicy
-        result = run_eval(cfg, policy, args.out, log=lambda m: print(m, file=sys.stderr))
-    except (ValueError, FileNotFoundError, LiberoNotInstalled, RuntimeError, PolicyError) as exc:
+        result = run_eval(cfg, policy, args.out)
+    except (VLAError, PolicyError) as exc:   # bad input or an unreachable server; anything else is a bug
         print(f"sim_client: {exc}", file=sys.stderr)
         return 1
     print(result.table)
@@ -110,6 +111,7 @@ def cmd_run(argv: list[str]) -> int:
 def cmd_report(argv: list[str]) -> int:
     from sim_client.report import format_table, summarize
     from sim_client.results import read_results
+    from vla.errors import VLAError
 
     p = argparse.ArgumentParser(prog="sim_client report", description="re-print the table from results.jsonl")
     p.add_argument("out")
@@ -118,7 +120,12 @@ def cmd_report(argv: list[str]) -> int:
     if not path.exists():
         print(f"sim_client: no results file at {path}", file=sys.stderr)
         return 1
-    print(format_table(summarize(read_results(path))))
+    try:
+        lines = read_results(path)
+    except VLAError as exc:
+        print(f"sim_client: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(summarize(lines)))
     return 0
 
 
@@ -126,6 +133,7 @@ def cmd_merge(argv: list[str]) -> int:
     from sim_client.report import format_table, write_report
     from sim_client.results import merge, read_results
     from sim_client.runner import EvalConfig, plan_episodes
+    from vla.errors import VLAError
 
     p = argparse.ArgumentParser(prog="sim_client merge", description="join shard results into OUT")
     p.add_argument("out")
@@ -135,12 +143,12 @@ def cmd_merge(argv: list[str]) -> int:
     p.add_argument("--tasks", type=_int_list)
     args = p.parse_args(argv)
     expected = None
-    if args.suite:
-        cfg = EvalConfig(task_suite_name=args.suite, num_trials_per_task=args.trials, tasks=args.tasks)
-        expected = [(e["suite"], e["task_id"], e["trial"]) for e in plan_episodes(cfg)]
     try:
+        if args.suite:
+            cfg = EvalConfig(task_suite_name=args.suite, num_trials_per_task=args.trials, tasks=args.tasks)
+            expected = [(e["suite"], e["task_id"], e["trial"]) for e in plan_episodes(cfg)]
         report = merge(args.out, args.shards, expected)
-    except (FileNotFoundError, ValueError) as exc:
+    except VLAError as exc:
         print(f"sim_client: {exc}", file=sys.stderr)
         return 1
     lines = read_results(report["out"])
@@ -152,6 +160,9 @@ def cmd_merge(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Progress lines ("sim_client: ...") at INFO and other libraries' warnings go to stderr; the table to stdout.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    logging.getLogger("sim_client").setLevel(logging.INFO)
     if argv and argv[0] == "merge":
         return cmd_merge(argv[1:])
     if argv and argv[0] == "report":

@@ -17,6 +17,7 @@ so an interrupted recording loses at most the episodes in flight.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import time
@@ -25,6 +26,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from sim_client.errors import SimClientError
+
+_logger = logging.getLogger(__name__)
 NUM_STEPS_WAIT = 10  # no-op steps before recording: LIBERO's objects drop into place at reset
 
 
@@ -101,7 +105,7 @@ def _record_one(item: tuple[int, int]) -> tuple[int, int, str, dict[str, np.ndar
 def record_dataset(root: str | os.PathLike, *, suite: str = "libero_10", tasks: Iterable[int] | None = None,
                    episodes_per_task: int = 2, steps: int = 40, workers: int = 2, seed: int = 0,
                    resolution: int = 256, renderer: str = "auto",
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   log: Callable[[str], None] = _logger.info) -> dict[str, Any]:
     """Record (or finish recording) the dataset at `root`; returns counts and timings."""
     from sim_client.render import choose_renderer, environ, worker_env
     from sim_client.suites import ensure_libero_config, get_tasks
@@ -109,20 +113,20 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_10", tasks: 
     from vla.data.writer import LeRobotWriter
 
     if steps < 1 or episodes_per_task < 1 or workers < 1:
-        raise ValueError(f"record_dataset: steps, episodes_per_task and workers must be >= 1 "
+        raise SimClientError(f"record_dataset: steps, episodes_per_task and workers must be >= 1 "
                          f"(got {steps}, {episodes_per_task}, {workers})")
     ensure_libero_config()
     all_tasks = get_tasks(suite)
     tasks = list(range(len(all_tasks))) if tasks is None else list(tasks)
     bad = [t for t in tasks if not 0 <= t < len(all_tasks)]
     if bad:
-        raise ValueError(f"record_dataset: {suite} has tasks 0..{len(all_tasks) - 1}, got {bad}")
+        raise SimClientError(f"record_dataset: {suite} has tasks 0..{len(all_tasks) - 1}, got {bad}")
     plan = plan_episodes(tasks, episodes_per_task)
     t0 = time.perf_counter()
     with LeRobotWriter(root, fps=LIBERO_FPS, features=libero_features(resolution), robot_type="panda") as writer:
         done = writer.num_episodes
         if done > len(plan):
-            raise ValueError(f"{root} already holds {done} episodes, more than the {len(plan)} planned; "
+            raise SimClientError(f"{root} already holds {done} episodes, more than the {len(plan)} planned; "
                              f"record into an empty directory")
         todo = plan[done:]
         if not todo:

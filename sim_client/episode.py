@@ -75,7 +75,7 @@ def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSp
     step = 0
     while step < spec.max_steps:
         if not plan:
-            request = builder.build(obs, prompt, step=step, replay_key=f"{spec.suite}/{spec.task_id}/{spec.trial}")
+            request = builder.build(obs, prompt)
             reply, ms = timed_infer(policy, request)
             latencies.append(ms)
             model_version = str(reply.get("model_version", model_version))

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from sim_client.errors import SimClientError
+
 POS_SCALE = 0.05          # m per unit of action (robosuite OSC_POSE output_max for position)
 ROT_SCALE = 0.5           # rad per unit of action (OSC_POSE output_max for rotation)
 KP_POS = 1.0 / 0.02       # action per metre of position error (saturates at 2 cm)
@@ -49,7 +51,7 @@ ATTEMPTS = 4              # pick-and-place attempts per goal before it keeps goi
 SUPPORTED = ("in", "on")
 
 
-class ExpertUnsupported(ValueError):
+class ExpertUnsupported(SimClientError):
     """The expert has no primitive for this task's goal."""
 
 
@@ -85,7 +87,7 @@ def goal_predicates(bddl_text: str) -> list[list[str]]:
     """The goal's atoms, lower-cased: `(:goal (And (In a r) (On b c)))` → [['in','a','r'], ['on','b','c']]."""
     start = bddl_text.find("(:goal")
     if start < 0:
-        raise ValueError("BDDL problem has no (:goal ...) section")
+        raise SimClientError("BDDL problem has no (:goal ...) section")
     depth, end = 0, start
     for end in range(start, len(bddl_text)):
         depth += {"(": 1, ")": -1}.get(bddl_text[end], 0)

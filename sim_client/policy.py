@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from sim_client.errors import SimClientError
 from vla.libero import CAMERA_KEYS, OPENPI_CAMERA_KEYS, OPENPI_STATE_KEY, PROPRIO_KEYS, libero_state, rotate_180
 from vla.wire import protocol
 
@@ -28,7 +29,7 @@ class RequestBuilder:
         orientation = info.get("image_orientation") or (
             protocol.ORIENTATION_ROTATED_180 if self.layout == "openpi" else protocol.ORIENTATION_AS_RENDERED)
         if orientation not in protocol.ORIENTATIONS:
-            raise ValueError(f"server declares image_orientation {orientation!r}; known: {protocol.ORIENTATIONS}")
+            raise SimClientError(f"server declares image_orientation {orientation!r}; known: {protocol.ORIENTATIONS}")
         self.rotate = orientation == protocol.ORIENTATION_ROTATED_180
         self.resize_size = resize_size
         if self.layout == "sim":  # exactly the cameras declared: a state-only server (the expert) gets none
@@ -36,12 +37,11 @@ class RequestBuilder:
         else:
             declared = [k for k in CAMERA_KEYS if OPENPI_CAMERA_KEYS[k] in keys]
             self.cameras = tuple(declared or CAMERA_KEYS)
-        self.replay = info.get("scripted") == "replay"  # scripted replay server: send the step index
 
     def _image(self, img: np.ndarray) -> np.ndarray:
         return rotate_180(img) if self.rotate else np.ascontiguousarray(img)
 
-    def build(self, obs: dict[str, Any], prompt: str, *, step: int = 0, replay_key: str = "") -> dict[str, Any]:
+    def build(self, obs: dict[str, Any], prompt: str) -> dict[str, Any]:
         if self.layout == "sim":
             req = {k: self._image(obs[k]) for k in self.cameras}
             for k in PROPRIO_KEYS:
@@ -52,10 +52,6 @@ class RequestBuilder:
                 req[OPENPI_CAMERA_KEYS[src]] = resize_with_pad(self._image(obs[src]), self.resize_size)
             req[OPENPI_STATE_KEY] = libero_state(obs)
         req[protocol.PROMPT_KEY] = prompt
-        if self.replay:
-            req["replay_step"] = int(step)
-            if replay_key:
-                req["replay_key"] = replay_key
         return req
 
 

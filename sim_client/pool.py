@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
+from sim_client.errors import SimClientError
 from sim_client.render import environ
 from sim_client.worker import worker_main
 
@@ -43,7 +44,7 @@ class WorkerPool:
     def __init__(self, workers: int, worker_cfg: dict[str, Any], env: dict[str, str], *,
                  episode_timeout_s: float = 1800.0, retries: int = 2):
         if workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {workers}")
+            raise SimClientError(f"--workers must be >= 1, got {workers}")
         self.n = workers
         self.worker_cfg = worker_cfg
         self.env = env

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from typing import Iterator
 
+from sim_client.errors import LiberoNotInstalled, SimClientError
+
 RENDERERS = ("egl", "osmesa")
 INSTALL_HINT = ("headless rendering does not work here: install the Debian packages "
                 "libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 (`make sim` does), or pass --renderer")
@@ -51,15 +53,15 @@ def probe(renderer: str, timeout_s: float = 60.0) -> float | None:
 
 
 def choose_renderer(requested: str = "auto") -> tuple[str, dict[str, float | None]]:
-    """('egl'|'osmesa', measured fps per backend). Raises RuntimeError with the fix when none works."""
+    """('egl'|'osmesa', measured fps per backend). Raises LiberoNotInstalled with the fix when none works."""
     if requested not in ("auto", *RENDERERS):
-        raise ValueError(f"--renderer {requested!r}: choose auto, egl or osmesa")
+        raise SimClientError(f"--renderer {requested!r}: choose auto, egl or osmesa")
     candidates = RENDERERS if requested == "auto" else (requested,)
     measured = {r: probe(r) for r in candidates}
     working = {r: fps for r, fps in measured.items() if fps}
     if not working:
         tried = ", ".join(candidates)
-        raise RuntimeError(f"{INSTALL_HINT} (tried {tried})")
+        raise LiberoNotInstalled(f"{INSTALL_HINT} (tried {tried})")
     return max(working, key=working.get), measured
 
 

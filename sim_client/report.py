@@ -6,7 +6,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
-from vla.io import write_json
+from vla.io import atomic_write, write_json
 
 Z95 = 1.959963984540054
 
@@ -114,7 +114,7 @@ def plot_success(summary: dict[str, Any], path: Path) -> None:
     ax.set_title(f"overall {overall} of {o['successes'] + o['failures']} episodes, {o['errors']} errors",
                  fontsize=9)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from sim_client.errors import SimClientError
 from vla.io import read_jsonl, write_jsonl
 
 Key = tuple[str, int, int]  # (suite, task_id, trial)
@@ -28,7 +29,7 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return read_jsonl(path, error=ValueError, torn_tail_ok=True)
+    return read_jsonl(path, error=SimClientError, torn_tail_ok=True)
 
 
 class ResultsFile:
@@ -55,7 +56,7 @@ class ResultsFile:
     def append(self, line: dict[str, Any]) -> None:
         key = episode_key(line)
         if key in self.done:
-            raise ValueError(f"episode {key} is already in {self.path}")
+            raise SimClientError(f"episode {key} is already in {self.path}")
         self._f.write(json.dumps(line, sort_keys=False) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
@@ -79,9 +80,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+        raise SimClientError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"--shard {text!r}: need 0 <= i < n")
+        raise SimClientError(f"--shard {text!r}: need 0 <= i < n")
     return i, n
 
 
@@ -100,7 +101,7 @@ def merge(out: str | os.PathLike, shard_dirs: Iterable[str | os.PathLike],
     for d in shard_dirs:
         path = Path(d) / "results.jsonl" if Path(d).is_dir() else Path(d)
         if not path.exists():
-            raise FileNotFoundError(f"no results file at {path}")
+            raise SimClientError(f"no results file at {path}")
         sources.append(str(path))
         for line in read_results(path):
             key = episode_key(line)

@@ -1,14 +1,18 @@
 """An evaluation run: which episodes, resume, workers, progress bar, results and report."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from sim_client import suites
+from sim_client.errors import SimClientError
 from sim_client.report import format_table, write_report
 from sim_client.results import ResultsFile, select_shard
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,7 +45,7 @@ class EvalConfig:
 
         cfg = Config.fromfile(path)
         if "eval" not in cfg:
-            raise ValueError(f"{path}: no `eval` section (expected eval = dict(task_suite_name=..., ...))")
+            raise SimClientError(f"{path}: no `eval` section (expected eval = dict(task_suite_name=..., ...))")
         known = {f for f in cls.__dataclass_fields__}
         section = {k: v for k, v in dict(cfg["eval"]).items() if k in known}
         section.update({k: v for k, v in overrides.items() if v is not None})
@@ -67,12 +71,12 @@ def plan_episodes(cfg: EvalConfig) -> list[dict[str, Any]]:
     valid = suites.suite_names()
     for suite in cfg.suites():
         if suite not in valid:
-            raise ValueError(f"unknown LIBERO suite {suite!r}; valid suites: {', '.join(valid)}")
+            raise SimClientError(f"unknown LIBERO suite {suite!r}; valid suites: {', '.join(valid)}")
         tasks = suites.get_tasks(suite)
         ids = cfg.tasks if cfg.tasks is not None else range(len(tasks))
         for t in ids:
             if not 0 <= t < len(tasks):
-                raise ValueError(f"--tasks: {suite} has tasks 0..{len(tasks) - 1}, got {t}")
+                raise SimClientError(f"--tasks: {suite} has tasks 0..{len(tasks) - 1}, got {t}")
         max_steps = cfg.max_steps or suites.max_steps(suite)
         for t in ids:
             for trial in range(cfg.num_trials_per_task):
@@ -93,7 +97,7 @@ def _server_info(policy: Any, cfg: EvalConfig) -> dict[str, Any]:
 
 
 def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
-             log: Callable[[str], None] = print) -> EvalResult:
+             log: Callable[[str], None] = _logger.info) -> EvalResult:
     """Run (or resume) an evaluation into `out`; returns the summary of every recorded episode."""
     from sim_client.policy import RequestBuilder
     from sim_client.pool import WorkerPool

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim_client.errors import LiberoNotInstalled, SimClientError
+
 # openpi's step budgets (longest training demo + margin), examples/libero/main.py.
 MAX_STEPS = {
     "libero_spatial": 220,
@@ -29,10 +31,6 @@ MAX_STEPS = {
     "libero_90": 400,
 }
 DEFAULT_CONFIG_DIR = Path(os.path.expanduser("~/.cache/vla-libero/libero_config"))
-
-
-class LiberoNotInstalled(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def get_tasks(suite: str) -> list[Task]:
     """Tasks of a suite in LIBERO's default order (task_order_index 0: the map's order)."""
     task_map = _task_map()
     if suite not in task_map:
-        raise ValueError(f"unknown LIBERO suite {suite!r}; valid suites: {', '.join(task_map)}")
+        raise SimClientError(f"unknown LIBERO suite {suite!r}; valid suites: {', '.join(task_map)}")
     root = _libero_root()
     return [Task(suite=suite, task_id=i, name=name, language=_language(name),
                  bddl_file=root / "bddl_files" / suite / f"{name}.bddl",
@@ -117,7 +115,7 @@ def get_tasks(suite: str) -> list[Task]:
 
 def max_steps(suite: str) -> int:
     if suite not in MAX_STEPS:
-        raise ValueError(f"no default step budget for suite {suite!r}; pass --max-steps "
+        raise SimClientError(f"no default step budget for suite {suite!r}; pass --max-steps "
                          f"(known: {', '.join(MAX_STEPS)})")
     return MAX_STEPS[suite]
 
@@ -149,12 +147,12 @@ def load_init_states(path: str | os.PathLike) -> np.ndarray:
         with zipfile.ZipFile(path) as zf:
             pkl = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
             if pkl is None:
-                raise ValueError(f"{path}: torch archive without data.pkl")
+                raise SimClientError(f"{path}: torch archive without data.pkl")
             data = zf.read(pkl)
     except zipfile.BadZipFile:
         data = path.read_bytes()  # legacy (pre-1.6) torch.save format of a pickled object
     states = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
     states = np.asarray(states)
     if states.ndim != 2:
-        raise ValueError(f"{path}: expected [trials, state_dim] init states, got shape {states.shape}")
+        raise SimClientError(f"{path}: expected [trials, state_dim] init states, got shape {states.shape}")
     return states

@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vla.io import atomic_write
+
 VIDEO_MODES = ("none", "failures", "all")
 FPS = 20  # LIBERO's control frequency: one frame per step plays in real time
 
@@ -28,18 +30,20 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int = 
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
     h2, w2 = h - h % 2, w - w % 2  # yuv420p needs even sides
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "23", "preset": "veryfast"}
-        for frame in frames:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h2, :w2]), format="rgb24")
-            for packet in stream.encode(vf):
+
+    def encode(tmp: str) -> None:
+        with av.open(tmp, mode="w", format="mp4") as container:
+            stream = container.add_stream(codec, rate=Fraction(fps))
+            stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
+            if codec == "libx264":
+                stream.options = {"crf": "23", "preset": "veryfast"}
+            for frame in frames:
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h2, :w2]), format="rgb24")
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
+
+    atomic_write(path, encode)
     return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,11 @@ def run_eval(config: Path, checkpoint: Path) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # The trainer's own lines ("[vla-train] ...") at INFO, everyone else's warnings, all on stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    logging.getLogger("trainer").setLevel(logging.INFO)
     from vla.config import Config, ConfigError, build
+    from vla.errors import VLAError
 
     import trainer.runners  # noqa: F401 - registers DDPTrainRunner, FSDPTrainRunner, VLAMetric
     from trainer.distributed import init_distributed, shutdown
@@ -60,7 +65,7 @@ def main(argv=None) -> int:
         _custom_imports(cfg)
         if "runner" not in cfg:
             raise ConfigError(f"{args.config}: no runner section (e.g. runner = dict(type='DDPTrainRunner', ...))")
-    except ConfigError as exc:
+    except VLAError as exc:
         print(f"vla-train: {exc}", file=sys.stderr)
         return 2
     dist_info = init_distributed()
@@ -68,7 +73,7 @@ def main(argv=None) -> int:
         runner = build(cfg["runner"], source=cfg.filename, path="runner", config=cfg, work_dir=args.work_dir,
                        resume=args.resume, dist_info=dist_info)
         result = runner.run()
-    except ConfigError as exc:
+    except VLAError as exc:   # bad config, dataset, statistics or checkpoint; anything else is a bug
         print(f"vla-train (rank {dist_info.rank}): {exc}", file=sys.stderr)
         shutdown()
         return 2

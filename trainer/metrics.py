@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from vla.config import register
-from vla.io import read_jsonl, write_jsonl
+from vla.io import atomic_write, read_jsonl, write_jsonl
+
+log = logging.getLogger(__name__)
 
 METRICS_FILENAME = "metrics.jsonl"
 TRACKERS = ("jsonl", "wandb")
@@ -77,12 +78,11 @@ class VLAMetric:
         try:
             import wandb  # noqa: PLC0415 - optional
         except ImportError:
-            print("VLAMetric: wandb tracker requested but wandb is not installed; logging to jsonl only",
-                  file=sys.stderr)
+            log.warning("VLAMetric: wandb tracker requested but wandb is not installed; logging to jsonl only")
             return None
         if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
-            print("VLAMetric: wandb tracker requested but not configured (set WANDB_API_KEY or WANDB_MODE); "
-                  "logging to jsonl only", file=sys.stderr)
+            log.warning("VLAMetric: wandb tracker requested but not configured (set WANDB_API_KEY or WANDB_MODE); "
+                        "logging to jsonl only")
             return None
         return wandb.init(project=self.wandb_project, entity=self.wandb_entity, name=self.run_name,
                           dir=str(self.work_dir), config=config, resume="allow")
@@ -164,14 +164,8 @@ def plot_loss(records: list[dict[str, Any]], path: Path) -> Path | None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".loss.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import sys
 import time
@@ -38,6 +39,8 @@ from trainer.distributed import DistInfo, all_reduce_mean, barrier, init_distrib
 from trainer.metrics import VLAMetric  # noqa: F401 - registers the seed's metric type
 from trainer.schedulers import SCHEDULERS, build_scheduler
 from trainer.state import rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
 
 MIXED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 SHARDING_STRATEGIES = ("full-shard", "shard-grad-op", "no-shard")
@@ -122,7 +125,7 @@ class BaseTrainRunner:
     # ---- setup ------------------------------------------------------------------------------
     def _log(self, message: str) -> None:
         if self.dist.is_main:
-            print(f"[vla-train] {message}", file=sys.stderr, flush=True)
+            log.info("[vla-train] %s", message)
 
     def batch_plan(self) -> tuple[int, int, int]:
         """(global batch, per-device batch, accumulation) checked against the world size."""

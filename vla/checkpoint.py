@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import torch
 
+from vla.errors import VLAError
 from vla.io import JSONFileError, atomic_write, atomic_write_text, read_json, write_json
 
 LATEST = "latest"
@@ -31,12 +32,9 @@ TRAIN_STATE_DIR = "train_state"
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 _NAME_RE = re.compile(r"^checkpoint_(epoch|step)_(\d+)\.pt$")
-# Test hook: seconds to pause between writing the weights and committing the manifest, so a
-# test can SIGKILL the real process in the middle of a save. Unset in normal runs.
-_SAVE_PAUSE_ENV = "VLA_CHECKPOINT_TEST_PAUSE_S"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VLAError, RuntimeError):
     """A checkpoint that cannot be read or is incomplete; the message names the file."""
 
 
@@ -106,7 +104,6 @@ def commit(work_dir: str | os.PathLike, name: str, *, step: int, epoch: int, ext
     are removed afterwards (weights files are kept: they are the run's outputs).
     """
     work_dir = Path(work_dir)
-    _test_pause(name)
     weights = work_dir / name
     state_dir = train_state_dir(work_dir, name)
     files = {"weights": {"path": name, "bytes": weights.stat().st_size}}
@@ -119,15 +116,6 @@ def commit(work_dir: str | os.PathLike, name: str, *, step: int, epoch: int, ext
     atomic_write_text(work_dir / LATEST, name + "\n")
     _prune_train_states(work_dir, keep=keep_train_states)
     return weights
-
-
-def _test_pause(name: str) -> None:
-    """`VLA_CHECKPOINT_TEST_PAUSE_S=checkpoint_step_4.pt:30` sleeps 30 s before sealing that checkpoint."""
-    spec = os.environ.get(_SAVE_PAUSE_ENV, "")
-    target, _, seconds = spec.rpartition(":")
-    if spec and target == name:
-        print(f"checkpoint: test pause before commit of {name}", flush=True)
-        time.sleep(float(seconds))
 
 
 def _verify(work_dir: Path, name: str) -> Resumable | None:

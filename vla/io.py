@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from vla.errors import VLAError
+
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 
-class JSONFileError(ValueError):
+class JSONFileError(VLAError, ValueError):
     """A JSON or JSON-lines file that is missing or does not parse; the message says file:line."""
 
 

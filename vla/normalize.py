@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vla.errors import VLAError
 from vla.io import read_json, write_json
 
 EPS = 1e-8
@@ -27,7 +28,7 @@ MODES = ("mean_std", "quantile")
 STATISTICS_FILENAME = "dataset_statistics.json"
 
 
-class StatisticsError(ValueError):
+class StatisticsError(VLAError, ValueError):
     """A statistics file or block that is missing, malformed or does not fit the data."""
 
 

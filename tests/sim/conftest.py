@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import REPO, free_port, libero_missing, skip_or_fail
 
 NO_TORCH = Path(__file__).parent / "no_torch"
+REPLAY_HOOK = Path(__file__).parent / "replay_hook"   # tests/sim/replay.py in every process
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,17 @@ def libero():
     os.environ["MUJOCO_GL"] = renderer
     os.environ["PYOPENGL_PLATFORM"] = renderer
     return renderer
+
+
+@pytest.fixture(autouse=True)
+def replay_positions(monkeypatch):
+    """A scripted replay server learns each request's step and episode from the test hook
+    (tests/sim/replay.py), in this process and in the workers it spawns."""
+    from tests.sim.replay import install
+
+    install()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPLAY_HOOK), str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
 
 
 def start_policy_server(kind: str = "noop", *, chunk_length: int = 10, grpc_port: int | None = None,
@@ -50,7 +62,8 @@ def server_url(server, transport: str) -> str:
 
 def no_torch_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(NO_TORCH), str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join([str(NO_TORCH), str(REPLAY_HOOK), str(REPO)]
+                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.pop("POLICY_SERVER_TOKEN", None)
     return env
 

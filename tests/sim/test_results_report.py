@@ -150,8 +150,13 @@ def test_request_follows_the_server_declaration():
     assert openpi.layout == "openpi"
     assert req["observation/image"].shape == (224, 224, 3) and req["observation/state"].shape == (8,)
     assert np.array_equal(req["observation/image"], resize_with_pad(obs["agentview_image"][::-1, ::-1], 224))
-    replay = RequestBuilder({"inputs": sim_inputs, "scripted": "replay"}).build(obs, "x", step=30, replay_key="k")
-    assert replay["replay_step"] == 30 and replay["replay_key"] == "k"
+    # A scripted replay server gets no step index from the client itself, only from the test hook.
+    replay = RequestBuilder({"inputs": sim_inputs, "scripted": "replay"})
+    assert "replay_step" not in replay.build(obs, "x")
+    from tests.sim.replay import _ReplayBuilder
+
+    hooked = _ReplayBuilder(replay, {"step": 30}, "libero_10/0/0").build(obs, "x")
+    assert hooked["replay_step"] == 30 and hooked["replay_key"] == "libero_10/0/0" and hooked["prompt"] == "x"
     with pytest.raises(ValueError, match="image_orientation"):
         RequestBuilder({"inputs": sim_inputs, "image_orientation": "sideways"})
 

@@ -36,8 +36,12 @@ def reference(train_data, tmp_path_factory) -> dict[int, float]:
     return ref
 
 
-def _start(work_dir: Path, options: list[str], log: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(train_cmd(work_dir, options), cwd=REPO, env=train_env(**env),
+def _start(work_dir: Path, options: list[str], log: Path, pause_before: tuple[str, float] | None = None,
+           **env: str) -> subprocess.Popen:
+    cmd = train_cmd(work_dir, options)
+    if pause_before is not None:   # the same vla-train, with a pause before sealing that checkpoint
+        cmd[1:3] = ["-m", "tests.trainer.pausing_train", pause_before[0], str(pause_before[1])]
+    return subprocess.Popen(cmd, cwd=REPO, env=train_env(**env),
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -85,8 +89,7 @@ def test_sigkill_mid_training_resumes_exactly(train_data, reference, tmp_path):
 
 def test_sigkill_mid_save_never_uses_the_half_written_checkpoint(train_data, reference, tmp_path):
     work_dir, log = tmp_path / "wd", tmp_path / "log.txt"
-    proc = _start(work_dir, data_options(train_data) + OPTIONS, log,
-                  VLA_CHECKPOINT_TEST_PAUSE_S="checkpoint_step_9.pt:60")
+    proc = _start(work_dir, data_options(train_data) + OPTIONS, log, pause_before=("checkpoint_step_9.pt", 60))
     _wait_for(lambda: "test pause before commit of checkpoint_step_9.pt" in log.read_text(), proc,
               "the step-9 save")
     _kill(proc)

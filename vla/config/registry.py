@@ -11,6 +11,8 @@ import importlib
 import inspect
 from typing import Any, Callable
 
+from vla.errors import VLAError
+
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 
 # Modules whose import registers the project's types. Imported lazily on the first
@@ -20,7 +22,7 @@ _PROVIDER_MODULES = ("vla.data.collate", "vla.data.distributed", "vla.data.parqu
 _OWN_PACKAGES = {"vla", "trainer", "policy_server", "sim_client"}
 
 
-class ConfigError(ValueError):
+class ConfigError(VLAError, ValueError):
     """A config that cannot be loaded or built; the message says where and why."""
 
 

@@ -25,12 +25,22 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from vla.errors import VLAError
+
 log = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ("state_dict", "model", "module")
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointNotFoundError(VLAError, FileNotFoundError):
+    """A pretrained or checkpoint path that does not exist."""
+
+
+class CheckpointFileError(VLAError, ValueError):
+    """A checkpoint file that is not a state dict of tensors in a format we read."""
+
+
+class CheckpointMismatchError(VLAError, RuntimeError):
     """A strict load found missing, unexpected or shape-mismatched keys."""
 
     def __init__(self, report: "LoadReport", source: str):
@@ -68,7 +78,7 @@ class LoadReport:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -80,9 +90,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 obj = obj[key]
                 break
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ValueError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+            raise CheckpointFileError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
         return obj
-    raise ValueError(f"{path}: unsupported checkpoint format {path.suffix!r} (use .safetensors, .pt, .pth or .bin)")
+    raise CheckpointFileError(f"{path}: unsupported checkpoint format {path.suffix!r} (use .safetensors, .pt, .pth or .bin)")
 
 
 def _prefix_pairs(name_mapping: Mapping[str, str] | None) -> list[tuple[str, str]]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import enum
 
+from vla.errors import VLAError
+
 
 class ErrorCode(str, enum.Enum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"      # the request is wrong: fix it, do not retry
@@ -26,7 +28,7 @@ HTTP_STATUS = {
 RETRYABLE = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.RESOURCE_EXHAUSTED, ErrorCode.DEADLINE_EXCEEDED})
 
 
-class PolicyError(Exception):
+class PolicyError(VLAError):
     """An error with a taxonomy code and a message safe to show a client (no traceback)."""
 
     def __init__(self, code: ErrorCode | str, message: str, request_id: str = ""):
