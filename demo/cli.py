@@ -1,11 +1,11 @@
 """`make demo`: record -> tokenizer -> train -> serve + evaluate -> report, on a dataset it records itself.
 
     python -m demo [--config pi0|pi05|gr00t|CONFIG.py] [--root work_dirs/demo] [--tasks 0,1]
-                   [--episodes-per-task 2] [--record-steps 30] [--train-steps 200]
+                   [--episodes-per-task 2] [--train-steps 200]
                    [--eval-max-steps 60] [--workers 2] [--video failures]
 
 Steps and where they write:
-  record     ROOT/data         LIBERO episodes from the real simulator (sim_client.demo_record)
+  record     ROOT/data         scripted-expert demonstrations from the real simulator (sim_client.record)
   tokenizer  ROOT/tokenizer    the tiny byte-level BPE tokenizer (vla.data.tiny_tokenizer)
   train      WORK_DIR          scripts/train.sh on the tiny config (statistics, checkpoints, loss.png)
   eval       WORK_DIR/eval     scripts/eval.sh: policy_server on the last checkpoint + sim_client
@@ -137,10 +137,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="pi0 (default), pi05, gr00t or a config file; default from $DEMO_CONFIG")
     p.add_argument("--root", default=DEFAULT_ROOT, help="demo directory (data, tokenizer, π0 work dir)")
     p.add_argument("--work-dir", help="training work dir (default: ROOT for pi0, ROOT_<family> otherwise)")
-    p.add_argument("--suite", default="libero_10")
+    p.add_argument("--suite", default="libero_object", help="a suite the scripted expert covers")
     p.add_argument("--tasks", default=None, help="task ids, e.g. 0,1 (default: every task of the suite)")
     p.add_argument("--episodes-per-task", type=int, default=2)
-    p.add_argument("--record-steps", type=int, default=30, help="frames per recorded episode")
     p.add_argument("--image-size", type=int, default=256, help="recorded camera resolution")
     p.add_argument("--train-steps", type=int, default=200)
     p.add_argument("--eval-max-steps", type=int, default=60, help="step budget per evaluation episode")
@@ -172,14 +171,13 @@ def main(argv=None) -> int:
             f"-> {work_dir}")
 
         def record() -> None:
-            from sim_client.demo_record import record_dataset
+            from sim_client.record import record_dataset
 
             record_dataset(data_root, suite=args.suite, tasks=tasks, episodes_per_task=args.episodes_per_task,
-                           steps=args.record_steps, workers=args.workers, resolution=args.image_size,
-                           renderer=args.renderer, log=log)
+                           workers=args.workers, resolution=args.image_size, renderer=args.renderer, log=log)
 
         steps.run("record", root, dict(suite=args.suite, tasks=tasks, episodes_per_task=args.episodes_per_task,
-                                       steps=args.record_steps, image_size=args.image_size), record, data_root)
+                                       recorder="expert", image_size=args.image_size), record, data_root)
         if args.stop_after == "record":
             return 0
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from demo import cli as demo
 from demo.report import histogram_quantile, server_latency
-from sim_client.demo_record import controller_actions, plan_episodes
+from sim_client.record import episode_seeds, plan_episodes
 
 
 def test_latency_quantiles_from_a_real_prometheus_histogram(tmp_path):
@@ -72,13 +71,11 @@ def test_a_failed_step_writes_no_marker(tmp_path):
     assert not (tmp_path / ".demo" / "eval.json").exists()
 
 
-def test_controller_reaches_down_then_closes_within_limits():
-    a = controller_actions(np.random.default_rng(0), 40)
-    assert a.shape == (40, 7) and a.dtype == np.float32 and np.abs(a).max() <= 1.0
-    assert (a[:20, 6] == -1).all() and (a[20:, 6] == 1).all()
-    assert a[:20, 2].mean() < 0 < a[20:, 2].mean()  # down, then up
-    assert not np.allclose(a, controller_actions(np.random.default_rng(1), 40))
+def test_recording_plan_and_reset_seeds():
     assert plan_episodes([3, 5], 2) == [(3, 0), (3, 1), (5, 0), (5, 1)]
+    seeds = [set(episode_seeds(100_000, t, e)) for t in (0, 1) for e in (0, 1, 2)]
+    assert all(not (a & b) for i, a in enumerate(seeds) for b in seeds[i + 1:])  # every episode its own seeds
+    assert min(min(s) for s in seeds) > 7  # evaluation resets with seed 7
 
 
 def test_demo_config_from_the_environment_and_its_work_dir(monkeypatch):

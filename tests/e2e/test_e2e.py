@@ -56,8 +56,8 @@ def _check_eval(work_dir, stdout):
     assert not any(code != "OK" for (_, code), n in requests.items() if n), requests
     # The report: the success table with both tasks and the overall row, latency, where things are.
     report = stdout[stdout.rindex("suite "):]  # the demo's final report (eval.sh printed one table before)
-    table = [ln for ln in report.splitlines() if ln.startswith(("libero_10", "overall"))]
-    assert [ln.split()[1] for ln in table if ln.startswith("libero_10")] == ["0", "1"], stdout
+    table = [ln for ln in report.splitlines() if ln.startswith(("libero_object", "overall"))]
+    assert [ln.split()[1] for ln in table if ln.startswith("libero_object")] == ["0", "1"], stdout
     assert any(ln.startswith("overall") and "/2" in ln for ln in table), stdout
     assert "p50" in report and f"{queries} requests" in report, report
     assert "not expected to succeed" in report and str(out / "results.jsonl") in report

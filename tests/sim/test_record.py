@@ -1,0 +1,78 @@
+"""`sim_client record`: a LeRobot v2.1 dataset of successful scripted-expert episodes, torch-free."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.sim.conftest import no_torch_env, sim_client_cmd
+
+pytestmark = pytest.mark.libero
+
+
+@pytest.mark.slow
+def test_recorded_dataset_is_lerobot_v21_of_successful_expert_episodes(libero, tmp_path):
+    from vla.data import LeRobotReader, ParquetDataset
+    from vla.data.libero import ACTION_KEY, IMAGE_KEY, STATE_KEY, WRIST_IMAGE_KEY, noop_mask
+
+    root = tmp_path / "data"
+    cmd = sim_client_cmd("record", "--suite", "libero_object", "--policy", "expert", "--tasks", "0",
+                         "--episodes-per-task", "1", "--workers", "1", "--out", str(root), "--no-progress")
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=no_torch_env())
+    assert first.returncode == 0, first.stderr[-3000:]
+    episode0 = (root / "meta" / "episodes.jsonl").read_text().splitlines()[0]
+    parquet0 = (root / "data" / "chunk-000" / "episode_000000.parquet").read_bytes()
+    # A rerun asking for more resumes: episode 0 stays as it is, episode 1 is added after it.
+    cmd[cmd.index("--episodes-per-task") + 1] = "2"
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=no_torch_env())
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "(1 already on disk)" in second.stderr, second.stderr[-2000:]
+    assert (root / "data" / "chunk-000" / "episode_000000.parquet").read_bytes() == parquet0
+
+    reader = LeRobotReader(root)
+    reader.validate()  # every parquet and both videos of every episode decode, first and last frame
+    info = reader.info
+    assert info["codebase_version"] == "v2.1" and info["robot_type"] == "panda" and info["fps"] == 10
+    assert info["total_episodes"] == 2 and info["total_videos"] == 4
+    for key in (IMAGE_KEY, WRIST_IMAGE_KEY):
+        assert info["features"][key]["dtype"] == "video" and info["features"][key]["shape"] == [256, 256, 3]
+    assert info["features"][STATE_KEY]["shape"] == [8] and info["features"][ACTION_KEY]["shape"] == [7]
+    episodes = [json.loads(x) for x in (root / "meta" / "episodes.jsonl").read_text().splitlines()]
+    assert (root / "meta" / "episodes.jsonl").read_text().splitlines()[0] == episode0
+    assert [e["tasks"] for e in episodes] == [["pick up the alphabet soup and place it in the basket"]] * 2
+
+    for ep in episodes:
+        table = pq.read_table(root / "data" / "chunk-000" / f"episode_{ep['episode_index']:06d}.parquet")
+        actions = np.asarray(table[ACTION_KEY].to_pylist(), np.float32)
+        states = np.asarray(table[STATE_KEY].to_pylist(), np.float32)
+        assert len(actions) == ep["length"] < 280  # ended at success, within the evaluation budget
+        assert not noop_mask(actions).any()
+        assert np.abs(actions).max() <= 1.0 and set(np.unique(actions[:, 6])) == {-1.0, 1.0}
+        assert actions[0, 6] == -1.0  # starts open, closes on the object, opens over the basket
+        # State: eef position moved (pick to basket), axis-angle of a gripper pointing down, finger qpos.
+        assert np.linalg.norm(states[-1, :3] - states[0, :3]) > 0.2
+        assert np.all(np.abs(np.linalg.norm(states[:, 3:6], axis=1) - np.pi) < 0.5)
+    # Fresh placements: the two episodes start from different layouts of the same objects.
+    first_frames = [reader[0][IMAGE_KEY], reader[episodes[0]["length"]][IMAGE_KEY]]
+    assert reader[episodes[0]["length"]]["frame_index"] == 0
+    assert np.abs(first_frames[0].astype(int) - first_frames[1].astype(int)).mean() > 1.0
+
+    ds = ParquetDataset(str(root), action_window_size=4, window_start_idx=0)
+    assert len(ds) == info["total_frames"]
+    sample = reader[0]
+    assert sample[IMAGE_KEY].shape == (256, 256, 3) and sample["task"] == episodes[0]["tasks"][0]
+
+
+def test_record_refuses_an_uncovered_task_and_an_evaluation_seed(libero, tmp_path):
+    out = subprocess.run(sim_client_cmd("record", "--suite", "libero_goal", "--tasks", "0", "--episodes-per-task",
+                                        "1", "--out", str(tmp_path / "d")),
+                         capture_output=True, text=True, timeout=120, env=no_torch_env())
+    assert out.returncode == 1 and "libero_goal task 0 ('open the middle drawer of the cabinet')" in out.stderr
+    assert not (tmp_path / "d").exists()
+    seed = subprocess.run(sim_client_cmd("record", "--suite", "libero_object", "--tasks", "0", "--episodes-per-task",
+                                         "1", "--seed", "7", "--out", str(tmp_path / "d")),
+                          capture_output=True, text=True, timeout=120, env=no_torch_env())
+    assert seed.returncode == 1 and "disjoint reset seeds" in seed.stderr
