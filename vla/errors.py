@@ -21,6 +21,7 @@ Each domain error also keeps the builtin base it has always had (`ValueError` fo
     EngineError               policy_server         ValueError
     SimClientError            sim_client            ValueError
     ExpertUnsupported         sim_client.expert     ValueError (a SimClientError)
+    ExpertFailed              sim_client.record     RuntimeError
     LiberoNotInstalled        sim_client            RuntimeError
     DemoError                 demo                  RuntimeError
     DownloadError             scripts/download_libero.py   RuntimeError
