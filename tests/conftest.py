@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+HOOKS = REPO / "tests" / "hooks"  # sitecustomize with the VLA_TEST_* fault hooks for subprocesses
 
 
 def free_port() -> int:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, libero_missing, skip_or_fail
+from tests.conftest import HOOKS, REPO, free_port, libero_missing, skip_or_fail
 
 NO_TORCH = Path(__file__).parent / "no_torch"
-REPLAY_HOOK = Path(__file__).parent / "replay_hook"   # tests/sim/replay.py in every process
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +35,9 @@ def replay_positions(monkeypatch):
     from tests.sim.replay import install
 
     install()
+    monkeypatch.setenv("VLA_TEST_REPLAY", "1")  # tests/hooks/sitecustomize.py: tests/sim/replay.py in every process
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(REPLAY_HOOK), str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+        [str(HOOKS), str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
 
 
 def start_policy_server(kind: str = "noop", *, chunk_length: int = 10, grpc_port: int | None = None,
@@ -62,7 +62,8 @@ def server_url(server, transport: str) -> str:
 
 def no_torch_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(NO_TORCH), str(REPLAY_HOOK), str(REPO)]
+    env["VLA_TEST_REPLAY"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(NO_TORCH), str(HOOKS), str(REPO)]
                                         + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.pop("POLICY_SERVER_TOKEN", None)
     return env

@@ -5,7 +5,7 @@ it needs each request's position (`replay_step`) and episode (`replay_key`). The
 client sends neither: this module wraps `sim_client.episode.run_episode` so that, when the
 server declares `scripted: replay`, every request of an episode carries them.
 
-`install()` patches the current process; `tests/sim/replay_hook/sitecustomize.py` calls it in
+`install()` patches the current process; `tests/hooks/sitecustomize.py` calls it, with VLA_TEST_REPLAY=1, in
 every process started with that directory on PYTHONPATH (the CLI and its spawned workers).
 """
 from __future__ import annotations

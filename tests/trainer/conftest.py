@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import HOOKS, REPO
 from vla.data.synthetic import write_synthetic_libero_dataset
 from vla.data.tiny_tokenizer import build_tiny_tokenizer
 
@@ -34,7 +35,8 @@ def data_options(train_data: dict[str, str]) -> list[str]:
 
 
 def train_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **extra)
+    # tests/hooks first: its sitecustomize installs the VLA_TEST_* fault hooks a test asks for
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{HOOKS}{os.pathsep}{REPO}", **extra)
     env.pop("WORLD_SIZE", None), env.pop("RANK", None), env.pop("LOCAL_RANK", None)
     return env
 
@@ -57,3 +59,30 @@ def losses(work_dir: Path) -> dict[int, float]:
         assert record["step"] not in out, f"step {record['step']} logged twice"
         out[record["step"]] = record["loss"]
     return out
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        tree.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return tree
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL `proc` and every process below it, as a machine failure would. torchrun starts its
+    workers in sessions of their own, so killing the launcher's process group leaves them running."""
+    tree, pids, todo = _children(), [], [proc.pid]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo.extend(tree.get(pid, []))
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)

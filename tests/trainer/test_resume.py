@@ -1,7 +1,6 @@
 """Exact resume, proven by SIGKILLing the real trainer process mid-training and mid-save."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ import pytest
 from tests.conftest import REPO
 from vla import checkpoint as ckpt
 
-from .conftest import data_options, losses, run_train, train_cmd, train_env
+from .conftest import data_options, kill_tree, losses, run_train, train_cmd, train_env
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,12 +35,8 @@ def reference(train_data, tmp_path_factory) -> dict[int, float]:
     return ref
 
 
-def _start(work_dir: Path, options: list[str], log: Path, pause_before: tuple[str, float] | None = None,
-           **env: str) -> subprocess.Popen:
-    cmd = train_cmd(work_dir, options)
-    if pause_before is not None:   # the same vla-train, with a pause before sealing that checkpoint
-        cmd[1:3] = ["-m", "tests.trainer.pausing_train", pause_before[0], str(pause_before[1])]
-    return subprocess.Popen(cmd, cwd=REPO, env=train_env(**env),
+def _start(work_dir: Path, options: list[str], log: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(train_cmd(work_dir, options), cwd=REPO, env=train_env(**env),
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -57,8 +52,7 @@ def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 90.
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_tree(proc)
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -89,7 +83,8 @@ def test_sigkill_mid_training_resumes_exactly(train_data, reference, tmp_path):
 
 def test_sigkill_mid_save_never_uses_the_half_written_checkpoint(train_data, reference, tmp_path):
     work_dir, log = tmp_path / "wd", tmp_path / "log.txt"
-    proc = _start(work_dir, data_options(train_data) + OPTIONS, log, pause_before=("checkpoint_step_9.pt", 60))
+    proc = _start(work_dir, data_options(train_data) + OPTIONS, log,
+                  VLA_TEST_PAUSE_BEFORE_COMMIT="checkpoint_step_9.pt:60")
     _wait_for(lambda: "test pause before commit of checkpoint_step_9.pt" in log.read_text(), proc,
               "the step-9 save")
     _kill(proc)
