@@ -90,6 +90,28 @@ def _statistic_name(cfg: dict, stats_path: Path) -> str:
                       f"file has {available})")
 
 
+def check_model_inputs(sample: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a sample whose model inputs are not finite after the transforms: finite but extreme
+    values (a state of 1e300) overflow in normalisation, and the model would answer with NaN."""
+    for key in _BATCH_KEYS:
+        value = sample.get(key)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise PolicyError(ErrorCode.INVALID_ARGUMENT,
+                              f"{key!r} is not finite after the input transforms: the observation's values are "
+                              f"out of range (the state is normalised with the training statistics)")
+    return sample
+
+
+def finite_actions(actions: np.ndarray) -> np.ndarray | PolicyError:
+    """The chunk, or INVALID_ARGUMENT for this request alone if the model overflowed on it (inputs
+    finite but far outside what it was trained on, e.g. a state of 1e30)."""
+    if np.isfinite(actions).all():
+        return actions
+    return PolicyError(ErrorCode.INVALID_ARGUMENT,
+                       "the model's actions for this observation are not finite: its values (the state) are far "
+                       "outside the range of the training statistics")
+
+
 class Prepared(dict):
     """An observation already run through the eval transforms (made by `ModelEngine.validate`)."""
 
@@ -133,7 +155,7 @@ class ModelEngine(BasePolicy):
         """Schema check, then the eval transforms, on the caller's thread (not the model worker's)."""
         obs = super().validate(obs)
         try:
-            return Prepared(self.preprocess(obs))
+            return Prepared(check_model_inputs(self.preprocess(obs)))
         except eval_transforms.EvalTransformError as exc:
             raise PolicyError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
 
@@ -168,7 +190,7 @@ class ModelEngine(BasePolicy):
         if samples:
             actions = self.predict(self.collate(samples))
             for j, i in enumerate(slots):
-                results[i] = self.denormalize(actions[j])
+                results[i] = finite_actions(self.denormalize(actions[j]))
         return results  # type: ignore[return-value]
 
 
