@@ -84,41 +84,30 @@ def result(name: str, value: float, op: str, goal: float) -> str:
     return f"RESULT {name} {value:.3g} goal {op} {goal} {'PASS' if ok else 'FAIL'}"
 
 
-def make_tiny_pi0_work_dir(root: Path) -> Path:
-    """A real work dir for the tiny π0 config: config.json, statistics, a weights-only checkpoint
-    (random weights: serving cost does not depend on training), `latest`, and its tokenizer."""
-    import torch
+TINY_PI0 = REPO / "configs/pi0/pi0_paligemma_libero_10_full_finetune_tiny.py"
 
-    from vla import checkpoint as ckpt
-    from vla.config import Config, build
+
+def make_tiny_pi0_work_dir(root: Path, steps: int = 10) -> Path:
+    """A work dir the trainer really wrote: `vla-train` on the tiny π0 config for `steps` steps,
+    on a small synthetic LeRobot v2.1 LIBERO dataset and the tiny tokenizer (reused if `root`
+    already holds a finished run)."""
+    from vla.data.synthetic import write_synthetic_libero_dataset
     from vla.data.tiny_tokenizer import build_tiny_tokenizer
-    from vla.io import atomic_write_text
-    from vla.normalize import DatasetStatistics, FeatureStats, save_statistics
 
     root = Path(root)
     if (root / "latest").is_file():
         return root
-    tok = build_tiny_tokenizer(root / "tokenizer")
-    cfg = Config.fromfile(REPO / "configs/pi0/pi0_paligemma_libero_10_full_finetune_tiny.py")
-    opts = [f"eval.dataset.transforms.{i}.tokenizer.model_path={tok}"
-            for i, t in enumerate(cfg["eval"]["dataset"]["transforms"]) if "tokenizer" in t]
-    opts += [f"train_dataloader.dataset.datasets.transforms.{i}.tokenizer.model_path={tok}"
-             for i, t in enumerate(cfg["train_dataloader"]["dataset"]["datasets"]["transforms"]) if "tokenizer" in t]
-    cfg.merge_options(opts)
-    cfg.dump(root)
-    import vla.models  # noqa: F401
-
-    torch.manual_seed(0)
-    model = build(cfg["model"])
-    ckpt.save_weights(root, "checkpoint_epoch_1.pt", model.state_dict())
-    rng = np.random.default_rng(0)
-
-    def block(dim, mask=None):
-        mean, std = rng.normal(0, 0.1, dim), rng.uniform(0.1, 0.3, dim)
-        return FeatureStats(mean, std, mean - 3 * std, mean + 3 * std, mean - 2 * std, mean + 2 * std, mask)
-
-    action = block(7, [True] * 6 + [False])
-    action.min[-1] = -1.0
-    save_statistics(root / "dataset_statistics.json", "libero_10_no_noops", DatasetStatistics(action, block(8)))
-    atomic_write_text(root / "latest", "checkpoint_epoch_1.pt")
+    data = write_synthetic_libero_dataset(root.parent / f"{root.name}_data", num_episodes=3, episode_length=12)
+    tok = build_tiny_tokenizer(root.parent / f"{root.name}_tokenizer")
+    options = [f"train_dataloader.dataset.datasets.data_root_path={data}",
+               f"train_dataloader.dataset.datasets.transforms.2.tokenizer.model_path={tok}",
+               f"eval.dataset.transforms.2.tokenizer.model_path={tok}",
+               f"runner.max_steps={steps}", "runner.max_epochs=100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(var, None)
+    proc = subprocess.run([sys.executable, "-m", "trainer.cli", str(TINY_PI0), str(root), "--cfg-options", *options],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not (root / "latest").is_file():
+        raise RuntimeError(f"training the tiny π0 work dir failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return root

@@ -1,20 +1,30 @@
-"""Soak: 64 clients over the three transports against the tiny π0 for a bounded time, with the
-queue deliberately too small (overload). Pass: no errors other than RESOURCE_EXHAUSTED (which
-clients treat as back-pressure and retry after a pause), server RSS at the end within 10% of
-its RSS after the warm-up phase, and a clean drain on SIGTERM. Prints p50/p99 latency.
+"""Soak: 64 clients over the three transports against a trained tiny π0 work dir for a bounded
+time, with the queue deliberately too small (overload; RESOURCE_EXHAUSTED is back-pressure, the
+clients back off and retry), then SIGTERM while requests are in flight.
 
-    .venv/bin/python benchmarks/soak.py [--duration 60] [--clients 64]
+Measured: server RSS and open file descriptors sampled through the run (least-squares slope
+after the warm-up), p99 latency per time window, and the drain: every request the server had
+accepted at the signal is answered, requests sent after it get UNAVAILABLE (or find the port
+closed once the server is gone), and the server exits 0.
+
+    .venv/bin/python benchmarks/soak.py [--duration 600] [--clients 64] [--work-dir WD]
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import random
+import re
+import signal
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -26,27 +36,45 @@ from vla.wire.errors import ErrorCode, PolicyError  # noqa: E402
 TRANSPORTS = ("grpc", "ws", "http")
 
 
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def inflight(http_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+        m = re.search(r"^policy_inflight_requests (\S+)$", r.read().decode(), re.M)
+    return float(m.group(1))
+
+
+def slope_per_min(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) samples, per minute."""
+    if len(samples) < 2:
+        return float("nan")
+    t, v = np.array(samples).T
+    return float(np.polyfit(t, v, 1)[0] * 60.0)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--duration", type=float, default=60.0, help="seconds of load (bounded)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=600.0, help="seconds of load before the SIGTERM")
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--max-queue-size", type=int, default=16, help="small on purpose: overload")
-    ap.add_argument("--work-dir", help="serve this work dir instead of a fresh tiny π0 one")
+    ap.add_argument("--sample-s", type=float, default=5.0, help="RSS / fd sampling period")
+    ap.add_argument("--work-dir", help="serve this work dir instead of training a fresh tiny π0 one")
     args = ap.parse_args(argv)
-    warm_s = max(5.0, 0.1 * args.duration)
+    warm_s = min(30.0, max(5.0, 0.1 * args.duration))
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(args.work_dir) if args.work_dir else make_tiny_pi0_work_dir(Path(tmp) / "tiny_pi0")
-        server = ServerProcess("--work-dir", str(wd), "--max-batch-size", "8", "--max-queue-delay-ms", "5",
-                               "--max-queue-size", str(args.max_queue_size), "--request-timeout-s", "30")
+        server = ServerProcess("--work-dir", str(wd), "--max-queue-size", str(args.max_queue_size),
+                               "--drain-timeout-s", "30")
         try:
             server.wait_ready()
-            rss_ready = server.rss_mb()
-            stop = threading.Event()
+            pid = server.proc.pid
             lock = threading.Lock()
-            lat = collections.defaultdict(list)
-            codes = collections.Counter()
-            errors: list[str] = []
-            measuring = threading.Event()
+            # (transport, code, start, end) for every request; code "OK", a taxonomy code, or "LOST"
+            # (the client saw no reply: connection reset, timeout).
+            log: list[tuple[str, str, float, float]] = []
+            stop = threading.Event()
 
             def client(i: int) -> None:
                 transport = TRANSPORTS[i % 3]
@@ -54,62 +82,82 @@ def main(argv=None) -> int:
                 rng = random.Random(i)
                 c = connect(server.url(transport), token="", retries=0, timeout_s=60)
                 while not stop.is_set():
-                    t = time.perf_counter()
+                    t = time.monotonic()
                     try:
                         c.infer(obs)
                         code = "OK"
                     except PolicyError as exc:
                         code = exc.code.value
-                        if exc.code is not ErrorCode.RESOURCE_EXHAUSTED:
-                            with lock:
-                                errors.append(f"{transport}: {exc}")
-                    except Exception as exc:  # noqa: BLE001  (anything else is a failure; counted)
-                        code = "CLIENT_EXCEPTION"
-                        with lock:
-                            errors.append(f"{transport}: {exc!r}")
-                    ms = (time.perf_counter() - t) * 1000
-                    if measuring.is_set():
-                        with lock:
-                            codes[(transport, code)] += 1
-                            if code == "OK":
-                                lat[transport].append(ms)
+                    except Exception:  # noqa: BLE001  (a reply never came)
+                        code = "LOST"
+                    with lock:
+                        log.append((transport, code, t, time.monotonic()))
                     if code == "RESOURCE_EXHAUSTED":
                         time.sleep(rng.uniform(0.005, 0.05))   # back-pressure: back off, then retry
+                    elif code not in ("OK",):
+                        time.sleep(0.05)
                 c.close()
 
             threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
             for t in threads:
                 t.start()
-            time.sleep(warm_s)
-            rss_warm = server.rss_mb()
-            measuring.set()
-            start = time.monotonic()
-            trace = []
-            while time.monotonic() - start < args.duration - warm_s:
-                time.sleep(min(5.0, max(args.duration - warm_s - (time.monotonic() - start), 0.01)))
-                trace.append(round(server.rss_mb()))
-            rss_end = server.rss_mb()
-            elapsed = time.monotonic() - start
+            t0 = time.monotonic()
+            trace: list[tuple[float, float, int]] = []   # (seconds since warm-up end, RSS MB, fds)
+            while (now := time.monotonic()) - t0 < args.duration:
+                time.sleep(min(args.sample_s, max(args.duration - (now - t0), 0.01)))
+                if time.monotonic() - t0 >= warm_s:
+                    trace.append((time.monotonic() - t0 - warm_s, server.rss_mb(), open_fds(pid)))
+            read_at = time.monotonic()
+            accepted = inflight(server.http_port)   # inside the server (queued, computing or being refused)
+            signalled = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            rc = server.proc.wait(timeout=60)
+            exited = time.monotonic()
             stop.set()
             for t in threads:
                 t.join(90)
         finally:
-            rc = server.stop()
-    ok = sum(v for (tr, code), v in codes.items() if code == "OK")
-    exhausted = sum(v for (tr, code), v in codes.items() if code == "RESOURCE_EXHAUSTED")
-    print(f"{args.clients} clients, {args.duration:.0f}s ({warm_s:.0f}s warm-up), max_queue_size "
-          f"{args.max_queue_size}: {ok} OK ({ok / elapsed:.1f}/s), {exhausted} RESOURCE_EXHAUSTED, "
-          f"{len(errors)} other errors; server exit code {rc}")
+            rc_stop = server.stop()
+    rc = rc if rc is not None else rc_stop
+    measured = [r for r in log if t0 + warm_s <= r[2] and r[3] < signalled]
+    elapsed = signalled - (t0 + warm_s)
+    codes = collections.Counter(r[1] for r in measured)
+    bad = {c: n for c, n in codes.items() if c not in ("OK", "RESOURCE_EXHAUSTED")}
+    print(f"{args.clients} clients, {args.duration:.0f}s ({warm_s:.0f}s warm-up), max_queue_size {args.max_queue_size}, "
+          f"work dir {wd}")
+    print(f"  {codes['OK']} OK ({codes['OK'] / elapsed:.1f}/s), {codes['RESOURCE_EXHAUSTED']} RESOURCE_EXHAUSTED, "
+          f"other: {bad or 'none'}")
     for transport in TRANSPORTS:
-        print(f"  {transport:<5} p50 {pct(lat[transport], 50):7.1f} ms  p99 {pct(lat[transport], 99):7.1f} ms  "
-              f"n={len(lat[transport])}")
-    all_lat = [x for v in lat.values() for x in v]
-    print(f"  all   p50 {pct(all_lat, 50):7.1f} ms  p99 {pct(all_lat, 99):7.1f} ms")
-    print(f"server RSS MB: ready {rss_ready:.0f}, after warm-up {rss_warm:.0f}, end {rss_end:.0f}; trace {trace}")
-    for e in errors[:5]:
-        print("  error:", e)
-    print(result("soak_rss_growth", rss_end / rss_warm, "<=", 1.10))
-    print(result("soak_errors", float(len(errors) + (rc != 0) + (ok == 0)), "<=", 0))
+        lat = [(r[3] - r[2]) * 1000 for r in measured if r[0] == transport and r[1] == "OK"]
+        print(f"  {transport:<5} p50 {pct(lat, 50):7.1f} ms  p99 {pct(lat, 99):7.1f} ms  n={len(lat)}")
+    # p99 per window of the measured period: bounded means the last third is no worse than the first.
+    windows = 6
+    edges = np.linspace(t0 + warm_s, signalled, windows + 1)
+    p99s = [pct([(r[3] - r[2]) * 1000 for r in measured if r[1] == "OK" and a <= r[2] < b], 99)
+            for a, b in zip(edges[:-1], edges[1:])]
+    print("  p99 per window, ms: " + ", ".join(f"{p:.0f}" for p in p99s))
+    rss_slope = slope_per_min([(t, rss) for t, rss, _ in trace])
+    fd_slope = slope_per_min([(t, fd) for t, _, fd in trace])
+    print(f"server RSS MB {trace[0][1]:.0f} -> {trace[-1][1]:.0f} (slope {rss_slope:+.2f} MB/min), "
+          f"open fds {trace[0][2]} -> {trace[-1][2]} (slope {fd_slope:+.2f}/min), {len(trace)} samples")
+    step = max(len(trace) // 12, 1)
+    print("  RSS MB over time: " + ", ".join(f"{t:.0f}s {rss:.0f}" for t, rss, _ in trace[::step]))
+    # The drain: requests in flight just before the signal (each gets a reply: OK, or a refusal it
+    # would have got anyway, never a lost connection), and requests sent after the signal.
+    during = [r for r in log if r[2] < read_at <= r[3]]
+    after = [r for r in log if r[2] >= signalled + 0.5]   # the signal handler has run by then
+    ok_during = sum(r[1] == "OK" for r in during)
+    print(f"drain: {accepted:.0f} requests inside the server at the signal; of {len(during)} requests in flight, {ok_during} answered "
+          f"OK ({collections.Counter(r[1] for r in during)}); after it: {collections.Counter(r[1] for r in after)}; "
+          f"exit {rc} in {exited - signalled:.1f}s")
+    drain_errors = (ok_during == 0) + sum(r[1] == "OK" for r in after) + (rc != 0) \
+        + sum(r[1] not in ("OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE") for r in during) \
+        + sum(r[1] not in ("UNAVAILABLE", "LOST") for r in after)
+    print(result("soak_rss_slope_mb_per_min", rss_slope, "<=", 1.0))
+    print(result("soak_fd_slope_per_min", fd_slope, "<=", 1.0))
+    print(result("soak_p99_growth", max(p99s[-2:]) / max(p99s[:2]), "<=", 2.0))
+    print(result("soak_errors", float(sum(bad.values()) + (codes["OK"] == 0)), "<=", 0))
+    print(result("soak_drain_errors", float(drain_errors), "<=", 0))
     return 0
 
 
