@@ -137,8 +137,10 @@ class ModelEngine(BasePolicy):
             if fn is not None and "noise" in inspect.signature(fn).parameters:
                 self._sampler = fn
                 break
+        # The flow runs at the model-internal width (openpi / GR00T pad actions to 32); the output is the data's.
+        self.noise_dim = int(getattr(model, "max_action_dim", self.model_action_dim))
         gen = torch.Generator().manual_seed(self.seed)
-        self._noise = torch.randn(self.chunk_length, self.model_action_dim, generator=gen)
+        self._noise = torch.randn(self.chunk_length, self.noise_dim, generator=gen)
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)

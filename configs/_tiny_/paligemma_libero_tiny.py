@@ -17,9 +17,9 @@ model = dict(
     llm_expert=dict(llm_config=dict(hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=2,
                                     num_attention_heads=2, num_key_value_heads=1, head_dim=16)),
     proj_width=WIDTH,
-    state_proj=dict(in_dim=8, out_dim=WIDTH),
-    action_in_proj=dict(in_dim=7, out_dim=WIDTH),
-    action_out_proj=dict(in_dim=WIDTH, out_dim=7),
+    state_proj=dict(in_dim=32, out_dim=WIDTH),  # openpi's padded widths, as the full configs
+    action_in_proj=dict(in_dim=32, out_dim=WIDTH),
+    action_out_proj=dict(in_dim=WIDTH, out_dim=32),
     action_time_mlp_in=dict(in_dim=2 * WIDTH, out_dim=WIDTH),
     action_time_mlp_out=dict(in_dim=WIDTH, out_dim=WIDTH),
     num_inference_steps=5,

@@ -8,9 +8,16 @@ model = dict(
         vlm_config=dict()),  # the preset is PaliGemma-3B-pt-224; override keys here
     proj_width=1024,
     n_action_steps=10,
-    state_proj=dict(type='LinearProjector', in_dim=8, out_dim=1024),
-    action_in_proj=dict(type='LinearProjector', in_dim=7, out_dim=1024),
-    action_out_proj=dict(type='LinearProjector', in_dim=1024, out_dim=7),
+    # openpi's π0 pads state and actions to 32 inside the model (state_proj 32 -> 1024, action_in_proj
+    # 32 -> 1024, action_out_proj 1024 -> 32); the data's widths are state_dim 8 and action_dim 7: inputs are
+    # zero-padded and outputs cut back at the model's edge, so the released weights compute as released.
+    state_dim=8,
+    action_dim=7,
+    max_state_dim=32,
+    max_action_dim=32,
+    state_proj=dict(type='LinearProjector', in_dim=32, out_dim=1024),
+    action_in_proj=dict(type='LinearProjector', in_dim=32, out_dim=1024),
+    action_out_proj=dict(type='LinearProjector', in_dim=1024, out_dim=32),
     action_time_mlp_in=dict(type='LinearProjector', in_dim=2048, out_dim=1024),
     action_time_mlp_out=dict(type='LinearProjector', in_dim=1024, out_dim=1024),
     llm_expert=dict(

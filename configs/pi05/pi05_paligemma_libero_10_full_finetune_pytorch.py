@@ -10,9 +10,15 @@ model = dict(
         vlm_config=dict()),
     proj_width=1024,
     n_action_steps=10,
-    state_proj=dict(type='LinearProjector', in_dim=8, out_dim=1024),
-    action_in_proj=dict(type='LinearProjector', in_dim=7, out_dim=1024),
-    action_out_proj=dict(type='LinearProjector', in_dim=1024, out_dim=7),
+    # openpi's π0.5 pads state and actions to 32 inside the model: 32 state tokens in the prompt and a
+    # 32-wide flow; the data's widths are state_dim 8 and action_dim 7 (inputs padded, outputs cut back).
+    state_dim=8,
+    action_dim=7,
+    max_state_dim=32,
+    max_action_dim=32,
+    state_proj=dict(type='LinearProjector', in_dim=8, out_dim=1024),  # holds no weights: in_dim = state_dim
+    action_in_proj=dict(type='LinearProjector', in_dim=32, out_dim=1024),
+    action_out_proj=dict(type='LinearProjector', in_dim=1024, out_dim=32),
     action_time_mlp_in=dict(type='LinearProjector', in_dim=1024, out_dim=1024),
     action_time_mlp_out=dict(type='LinearProjector', in_dim=1024, out_dim=1024),
     llm_expert=dict(

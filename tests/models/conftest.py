@@ -40,6 +40,22 @@ def tiny_pi0_cfg(**overrides) -> dict:
     return cfg
 
 
+RELEASE_WIDTH = 32  # openpi pads state and actions to 32 inside the model
+
+
+def padded_pi0_cfg(pi05: bool = False, **overrides) -> dict:
+    """tiny_pi0_cfg at openpi's release widths: projectors 32 wide, data widths STATE_DIM / ACTION_DIM."""
+    w, r = TINY_EXPERT["hidden_size"], RELEASE_WIDTH
+    cfg = tiny_pi0_cfg(state_dim=STATE_DIM, action_dim=ACTION_DIM, max_state_dim=r, max_action_dim=r,
+                       state_proj=dict(type="LinearProjector", in_dim=STATE_DIM if pi05 else r, out_dim=w),
+                       action_in_proj=dict(type="LinearProjector", in_dim=r, out_dim=w),
+                       action_out_proj=dict(type="LinearProjector", in_dim=w, out_dim=r))
+    if pi05:
+        cfg.update(type="PI05FlowMatching", action_time_mlp_in=dict(type="LinearProjector", in_dim=w, out_dim=w))
+    cfg.update(overrides)
+    return cfg
+
+
 def make_batch(batch_size: int = 2, lang_len: int = 6, seed: int = 0, pad_last_prompt: bool = True) -> dict:
     g = torch.Generator().manual_seed(seed)
     lang_masks = torch.ones(batch_size, lang_len, dtype=torch.bool)

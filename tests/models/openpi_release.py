@@ -1,14 +1,22 @@
-"""Key names and shapes of the released openpi π0 / π0.5 PyTorch checkpoints (model.safetensors), at any size.
+"""Released openpi π0 / π0.5 PyTorch checkpoints (model.safetensors), at any size, written as their producers write them.
 
-Layout as written by openpi's `examples/convert_jax_model_to_pytorch.py` for `PI0Pytorch`
-(`paligemma_with_expert.paligemma` = transformers-4.x PaliGemmaForConditionalGeneration, whose SigLIP sits
-under `vision_tower.vision_model`; `paligemma_with_expert.gemma_expert` = GemmaForCausalLM with
-`model.embed_tokens` removed; the flow-matching projections at the top level). LeRobot's PI0Policy adds
-`model.` in front of every key, which is the form the seed's name_mapping uses. π0.5 has `time_mlp_*`
-instead of `state_proj` / `action_time_mlp_*`, and adaptive RMSNorms (`*.dense`) in the expert.
-Written here by hand from that layout — not derived from our modules — so a loading test can fail.
+Names and shapes follow openpi's `PI0Pytorch` as its `examples/convert_jax_model_to_pytorch.py` fills it
+(`paligemma_with_expert.paligemma` = transformers' PaliGemmaForConditionalGeneration, whose SigLIP sits under
+`vision_tower.vision_model`; `paligemma_with_expert.gemma_expert` = GemmaForCausalLM with `model.embed_tokens`
+set to None, its LM head kept; the flow-matching projections at the top level, at openpi's padded width
+`action_dim` = 32 for both state and actions). π0.5 has `time_mlp_*` instead of `state_proj` /
+`action_time_mlp_*`, and adaptive RMSNorms (`*.dense`) in the expert.
+
+`write_release` then saves the way the producers do: a module holding these parameters, PaliGemma's LM head
+tied to its token embedding (one Parameter under both names), through `safetensors.torch.save_model`, which
+stores a shared tensor once. openpi's converter saves `PI0Pytorch` itself (no prefix); LeRobot's π0 policy
+holds it as `self.model` (every key `model.`-prefixed). Written by hand from that layout — not derived from our
+modules — so a loading test can fail.
 """
 from __future__ import annotations
+
+import torch
+from torch import nn
 
 
 def _siglip(prefix: str, v: dict) -> dict[str, tuple]:
@@ -53,9 +61,11 @@ def _gemma_layers(prefix: str, g: dict, adarms: bool = False) -> dict[str, tuple
     return keys
 
 
-def openpi_keys(vlm: dict, expert: dict, state_dim: int, action_dim: int, pi05: bool = False,
-                prefix: str = "model.") -> dict[str, tuple]:
-    """{key: shape} of the checkpoint for a model with these (transformers-style) dims."""
+def openpi_keys(vlm: dict, expert: dict, state_dim: int = 32, action_dim: int = 32, pi05: bool = False,
+                prefix: str = "") -> dict[str, tuple]:
+    """{key: shape} of `PI0Pytorch.state_dict()` for these (transformers-style) dims, before save_model's
+    de-duplication (so both names of the tied embedding are listed). openpi pads state and actions to the
+    same `action_dim` (its `state_proj` is Linear(action_dim, width))."""
     text, vision = vlm["text_config"], vlm["vision_config"]
     pg = f"{prefix}paligemma_with_expert.paligemma."
     ex = f"{prefix}paligemma_with_expert.gemma_expert."
@@ -78,6 +88,53 @@ def openpi_keys(vlm: dict, expert: dict, state_dim: int, action_dim: int, pi05: 
     return keys
 
 
-# The two LM heads are in the release but unused by a flow-matching policy.
-UNUSED_LM_HEADS = ["model.paligemma_with_expert.gemma_expert.lm_head.weight",
-                   "model.paligemma_with_expert.paligemma.lm_head.weight"]
+TIED_LM_HEAD = "paligemma_with_expert.paligemma.lm_head.weight"
+TIED_EMBED = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
+EXPERT_LM_HEAD = "paligemma_with_expert.gemma_expert.lm_head.weight"
+
+
+def _module_holding(tensors: dict[str, torch.Tensor], tied: dict[str, str]) -> nn.Module:
+    """An nn.Module whose state_dict() has exactly these names; each `tied` key shares its target's Parameter."""
+    root = nn.Module()
+
+    def owner(name: str) -> tuple[nn.Module, str]:
+        *path, leaf = name.split(".")
+        mod = root
+        for part in path:
+            if not hasattr(mod, part):
+                mod.add_module(part, nn.Module())
+            mod = getattr(mod, part)
+        return mod, leaf
+
+    for name, value in tensors.items():
+        if name not in tied:
+            mod, leaf = owner(name)
+            mod.register_parameter(leaf, nn.Parameter(value))
+    for name, target in tied.items():
+        mod, leaf = owner(name)
+        tmod, tleaf = owner(target)
+        mod.register_parameter(leaf, getattr(tmod, tleaf))
+    return root
+
+
+def write_release(path, vlm: dict, expert: dict, pi05: bool = False, layout: str = "openpi", seed: int = 0,
+                  action_dim: int = 32) -> dict[str, torch.Tensor]:
+    """Random weights in PI0Pytorch's layout saved with `safetensors.torch.save_model` (tied LM head included).
+    layout 'openpi' = the converter's output (no prefix), 'lerobot' = LeRobot's `model.`-prefixed file.
+    Returns the tensors under `PI0Pytorch` names (both names of the tied embedding)."""
+    from safetensors.torch import save_model
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = openpi_keys(vlm, expert, action_dim, action_dim, pi05=pi05)
+    tensors = {k: torch.randn(*shape, generator=g) * 0.2 for k, shape in shapes.items() if k != TIED_LM_HEAD}
+    pi0 = _module_holding(tensors, {TIED_LM_HEAD: TIED_EMBED})
+    tensors[TIED_LM_HEAD] = tensors[TIED_EMBED]
+    if layout == "openpi":
+        save_model(pi0, str(path))
+    elif layout == "lerobot":
+        policy = nn.Module()
+        policy.add_module("model", pi0)
+        save_model(policy, str(path))
+    else:
+        raise ValueError(f"layout must be 'openpi' or 'lerobot', got {layout!r}")
+    return tensors

@@ -19,7 +19,8 @@ def _overfit(model, batch, steps: int, lr: float, chunk: int = CHUNK) -> tuple[f
     """First and last loss of `steps` AdamW steps with fixed noise and time (a deterministic objective)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
-    noise = torch.randn(batch["actions"].shape[0], chunk, ACTION_DIM, generator=torch.Generator().manual_seed(0))
+    width = getattr(model, "max_action_dim", ACTION_DIM)  # the flow runs at the model-internal width
+    noise = torch.randn(batch["actions"].shape[0], chunk, width, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0.3, 0.7])
     losses = []
     for _ in range(steps):

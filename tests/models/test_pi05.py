@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from vla.config import Config, build
 from vla.models.pi05 import AdaRMSNorm, discretize_state
 
 from ..conftest import REPO
-from .conftest import ACTION_DIM, CHUNK, STATE_DIM, TINY_EXPERT, TINY_VLM, make_batch, tiny_pi0_cfg
-from .openpi_release import UNUSED_LM_HEADS, openpi_keys
+from .conftest import (ACTION_DIM, CHUNK, RELEASE_WIDTH, STATE_DIM, TINY_EXPERT, TINY_VLM, make_batch,
+                       padded_pi0_cfg, tiny_pi0_cfg)
+from .openpi_release import EXPERT_LM_HEAD, TIED_EMBED, write_release
 from .test_pi0 import _overfit
 
 PI05_FULL = REPO / "configs/pi05/pi05_paligemma_libero_10_full_finetune_pytorch.py"
@@ -113,21 +113,34 @@ def test_tiny_config_overfits_full_and_lora():
     assert last < 0.6 * first, (first, last)
 
 
-def test_openpi_pi05_release_loads_with_zero_missing(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    tensors = {k: torch.randn(*s, generator=g) for k, s in
-               openpi_keys(TINY_VLM, TINY_EXPERT, STATE_DIM, ACTION_DIM, pi05=True).items()}
+@pytest.mark.parametrize("layout", ["openpi", "lerobot"])
+def test_openpi_pi05_release_loads_in_both_layouts(tmp_path, layout):
     path = tmp_path / "model.safetensors"
-    save_file(tensors, str(path))
+    tensors = write_release(path, TINY_VLM, TINY_EXPERT, pi05=True, layout=layout)
     mapping = Config.fromfile(PI05_FULL)["model"]["name_mapping"]
-    model = build(tiny_pi05_cfg(pretrained_name_or_path=str(path), name_mapping=mapping))
+    model = build(padded_pi0_cfg(pi05=True, pretrained_name_or_path=str(path), name_mapping=mapping))
     report = model.load_pretrained()
-    assert report.missing == [] and report.mismatched == []
-    assert sorted(report.unexpected) == UNUSED_LM_HEADS
-    assert torch.equal(model.state_dict()["llm_expert.llm.model.layers.1.post_attention_layernorm.dense.weight"],
-                       tensors["model.paligemma_with_expert.gemma_expert.model.layers.1.post_attention_layernorm"
+    assert (report.missing, report.unexpected, report.mismatched) == ([], [], [])
+    assert set(report.ignored) == {"model." + EXPERT_LM_HEAD}
+    state = model.state_dict()
+    assert torch.equal(state["llm_expert.llm.model.layers.1.post_attention_layernorm.dense.weight"],
+                       tensors["paligemma_with_expert.gemma_expert.model.layers.1.post_attention_layernorm"
                                ".dense.weight"])
-    assert torch.equal(model.action_time_mlp_in.projector.weight, tensors["model.time_mlp_in.weight"])
+    assert torch.equal(state["vlm_backbone.vlm.model.language_model.embed_tokens.weight"], tensors[TIED_EMBED])
+    assert torch.equal(model.action_time_mlp_in.projector.weight, tensors["time_mlp_in.weight"])
+    assert model.action_in_proj.projector.weight.shape[1] == RELEASE_WIDTH
+
+
+def test_padded_state_gives_one_prompt_token_per_padded_dim():
+    """openpi's π0.5 discretises the state padded to 32, the zero padding included (bin 128)."""
+    model = build(padded_pi0_cfg(pi05=True)).eval()
+    batch = make_batch()
+    ids, valid = model._lang_tokens(batch)
+    state_ids = ids[:, -RELEASE_WIDTH:] - model.state_token_offset
+    assert ids.shape[1] == batch["lang_tokens"].shape[1] + RELEASE_WIDTH and bool(valid[:, -RELEASE_WIDTH:].all())
+    assert torch.equal(state_ids[:, :STATE_DIM], discretize_state(batch["states"], 256))
+    assert bool((state_ids[:, STATE_DIM:] == 128).all())
+    assert model.predict_action(batch).shape == (2, CHUNK, ACTION_DIM)
 
 
 def test_real_size_pi05_builds_on_meta_with_published_size():

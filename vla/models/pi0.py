@@ -31,7 +31,8 @@ import torch.utils.checkpoint
 from torch import nn
 
 from vla.config import build, register
-from vla.models.loading import LoadReport, load_weights
+from vla.models.loading import CheckpointMismatchError, LoadReport, load_weights, read_state_dict
+from vla.models.openpi_checkpoint import padded_width_hint, to_mapping_layout
 from vla.models.gemma_ops import final_norm, layer_ops, residual
 from vla.models.lora import apply_lora, freeze
 from vla.models.paligemma import GemmaLLMBackbone, PaliGemma  # noqa: F401  (registers both)
@@ -41,11 +42,29 @@ from vla.models.siglip_ops import SiglipInference
 PROJECTOR_NAMES = ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")
 
 
+def _embedding_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
 def sinusoidal_time_embedding(t: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
-    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32, device=t.device)
+    """openpi's `create_sinusoidal_pos_embedding`: periods and angles in float64 (float32 on MPS), returned
+    as float32 (openpi casts to the time's dtype, float32)."""
+    dtype = _embedding_dtype(t.device)
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=dtype, device=t.device)
     period = min_period * (max_period / min_period) ** fraction
-    angle = t.float()[:, None] * (2 * math.pi / period)[None, :]
-    return torch.cat([angle.sin(), angle.cos()], dim=-1)
+    scaling = 1.0 / period * 2 * math.pi
+    angle = scaling[None, :] * t.float()[:, None]
+    return torch.cat([angle.sin(), angle.cos()], dim=-1).float()
+
+
+def euler_time_grid(steps: int, device=None) -> torch.Tensor:
+    """The times openpi's sampler visits: t = 1, then t += -1/steps accumulated in float32."""
+    dt = torch.tensor(-1.0 / steps, dtype=torch.float32)
+    t, times = torch.tensor(1.0, dtype=torch.float32), []
+    for _ in range(steps):
+        times.append(t.clone())
+        t = t + dt
+    return torch.stack(times).to(device)
 
 
 def _attend(q, k, v, mask, scale):
@@ -103,10 +122,15 @@ class PI0FlowMatching(nn.Module):
                  use_lora: bool = False, lora_rank: int = 32, lora_alpha: float | None = None,
                  lora_dropout: float = 0.0, lora_target_modules: list[str] | None = None,
                  pretrained_name_or_path: str | None = None, name_mapping: Mapping[str, str] | None = None,
-                 strict_loading: bool = False, num_inference_steps: int = 10,
+                 strict_loading: bool = True, allow_missing_keys: list[str] | tuple[str, ...] = (),
+                 num_inference_steps: int = 10,
                  min_period: float = 4e-3, max_period: float = 4.0,
-                 time_beta_alpha: float = 1.5, time_beta_beta: float = 1.0):
+                 time_beta_alpha: float = 1.5, time_beta_beta: float = 1.0,
+                 state_dim: int | None = None, action_dim: int | None = None,
+                 max_state_dim: int | None = None, max_action_dim: int | None = None):
         super().__init__()
+        self._dims = dict(state_dim=state_dim, action_dim=action_dim, max_state_dim=max_state_dim,
+                          max_action_dim=max_action_dim)
         self._ops_cache: dict[str, tuple] = {}
         self.gradient_checkpointing = False
         self.vlm_backbone = _as_module(vlm_backbone, "vlm_backbone")
@@ -119,6 +143,7 @@ class PI0FlowMatching(nn.Module):
         self.pretrained_name_or_path = pretrained_name_or_path
         self.name_mapping = dict(name_mapping or {})
         self.strict_loading = bool(strict_loading)
+        self.allow_missing_keys = [str(k) for k in allow_missing_keys]
         self._build_projectors(state_proj=state_proj, action_in_proj=action_in_proj, action_out_proj=action_out_proj,
                                action_time_mlp_in=action_time_mlp_in, action_time_mlp_out=action_time_mlp_out)
         self._prepare_expert()
@@ -154,8 +179,29 @@ class PI0FlowMatching(nn.Module):
             if projectors.get(name) is None:
                 raise ValueError(f"{type(self).__name__}: `{name}` is required (a LinearProjector config)")
             setattr(self, name, _as_module(projectors[name], name))
-        self.state_dim = self.state_proj.in_dim if "state_proj" in self.projector_names() else None
-        self.action_dim = self.action_in_proj.in_dim
+        self._set_dims(self._internal_state_width(), self.action_in_proj.in_dim)
+
+    def _internal_state_width(self) -> int:
+        return self.state_proj.in_dim
+
+    def _set_dims(self, state_width: int, action_width: int) -> None:
+        """Model-internal widths (`max_state_dim`, `max_action_dim`: the projectors' widths; openpi pads
+        both to 32) and the data's (`state_dim`, `action_dim`: LIBERO 8 / 7). Inputs are zero-padded to the
+        internal width and outputs cut back to the data's, so a released checkpoint computes as released."""
+        name = type(self).__name__
+        dims = self._dims
+        for key, width, proj in (("max_state_dim", state_width, "state_proj.in_dim"),
+                                 ("max_action_dim", action_width, "action_in_proj.in_dim")):
+            if dims[key] is not None and int(dims[key]) != width:
+                raise ValueError(f"{name}: {key}={dims[key]} but {proj}={width}; the projectors run at the "
+                                 f"model-internal width, so write {proj}={dims[key]} (openpi's releases use 32)")
+        self.max_state_dim, self.max_action_dim = int(state_width), int(action_width)
+        self.state_dim = int(dims["state_dim"] or self.max_state_dim)
+        self.action_dim = int(dims["action_dim"] or self.max_action_dim)
+        for data, internal in (("state_dim", "max_state_dim"), ("action_dim", "max_action_dim")):
+            if not 0 < getattr(self, data) <= getattr(self, internal):
+                raise ValueError(f"{name}: {data}={getattr(self, data)} must be in [1, {internal}="
+                                 f"{getattr(self, internal)}]")
 
     def _prepare_expert(self) -> None:
         """Hook for variants that change the expert's layers before freezing / LoRA (π0.5: adaRMS)."""
@@ -174,13 +220,13 @@ class PI0FlowMatching(nn.Module):
             if (i is not None and proj.in_dim != i) or proj.out_dim != o:
                 raise ValueError(f"{name}: expected in_dim={i if i is not None else proj.in_dim}, out_dim={o}; "
                                  f"got in_dim={proj.in_dim}, out_dim={proj.out_dim}")
-        if self.action_out_proj.out_dim != self.action_dim:
+        if self.action_out_proj.out_dim != self.max_action_dim:
             raise ValueError(f"action_out_proj.out_dim={self.action_out_proj.out_dim} must equal "
-                             f"action_in_proj.in_dim={self.action_dim}")
+                             f"action_in_proj.in_dim={self.max_action_dim}")
 
     def _projector_shapes(self) -> dict[str, tuple[int | None, int]]:
         w = self.proj_width
-        return {"state_proj": (None, w), "action_in_proj": (None, w), "action_out_proj": (w, self.action_dim),
+        return {"state_proj": (None, w), "action_in_proj": (None, w), "action_out_proj": (w, self.max_action_dim),
                 "action_time_mlp_in": (2 * w, w), "action_time_mlp_out": (w, w)}
 
     def fsdp_units(self) -> list[nn.Module]:
@@ -198,9 +244,18 @@ class PI0FlowMatching(nn.Module):
             activation_checkpointing_kwargs={"use_reentrant": False})
 
     def load_pretrained(self) -> LoadReport | None:
+        """Load `pretrained_name_or_path` (openpi's converter output or LeRobot's `model.`-prefixed file) through
+        `name_mapping`. Strict unless `strict_loading=False`: anything missing, shape-mismatched or unexpected
+        outside `allow_missing_keys` raises CheckpointMismatchError naming it."""
         if not self.pretrained_name_or_path:
             return None
-        return load_weights(self, self.pretrained_name_or_path, self.name_mapping, strict=self.strict_loading)
+        state, ignore = to_mapping_layout(read_state_dict(self.pretrained_name_or_path), self.name_mapping)
+        try:
+            return load_weights(self, state, self.name_mapping, strict=self.strict_loading, ignore=ignore,
+                                allow_missing=self.allow_missing_keys, source_name=self.pretrained_name_or_path)
+        except CheckpointMismatchError as err:
+            raise CheckpointMismatchError(err.report, self.pretrained_name_or_path,
+                                          padded_width_hint(err.report, self)) from None
 
     # ---------------------------------------------------------------- embeddings
     def _lang_tokens(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,8 +313,16 @@ class PI0FlowMatching(nn.Module):
 
         return embed
 
-    def embed_state(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def padded_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """batch['states'] [B, <= max_state_dim] zero-padded to [B, max_state_dim] (openpi's PadStatesAndActions)."""
         states = _need(batch, "states", type(self).__name__)
+        if states.ndim != 2 or states.shape[1] > self.max_state_dim:
+            raise ValueError(f"{type(self).__name__}: batch['states'] must be [B, <= max_state_dim="
+                             f"{self.max_state_dim}], got {tuple(states.shape)}")
+        return F.pad(states, (0, self.max_state_dim - states.shape[1]))
+
+    def embed_state(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        states = self.padded_states(batch)
         return self.state_proj(states.to(self.state_proj.projector.weight.dtype))[:, None, :]
 
     # ---------------------------------------------------------------- transformer passes
@@ -401,8 +464,9 @@ class PI0FlowMatching(nn.Module):
         if actions.ndim != 3 or actions.shape[1] != self.chunk_length or actions.shape[2] < self.action_dim:
             raise ValueError(f"batch['actions'] must be [B, {self.chunk_length}, >={self.action_dim}], "
                              f"got {tuple(actions.shape)}")
-        actions = actions[..., :self.action_dim].float()
-        noise = torch.randn_like(actions) if noise is None else noise
+        pad = self.max_action_dim - self.action_dim
+        actions = F.pad(actions[..., :self.action_dim].float(), (0, pad))  # zero targets in the padded dims
+        noise = torch.randn_like(actions) if noise is None else self._check_noise(noise, actions.shape[0])
         t = self.sample_time(actions.shape[0], actions.device) if time is None else time
         x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
         v = self.velocity(batch, x_t, t).float()
@@ -410,10 +474,17 @@ class PI0FlowMatching(nn.Module):
         mask = batch.get("action_masks")
         if mask is None:
             loss = err.mean()
-        else:
-            m = mask[..., :self.action_dim].to(err.dtype)
+        else:  # openpi trains the padded dims too (towards zero actions); the data's own padding is masked
+            m = F.pad(mask[..., :self.action_dim].to(err.dtype), (0, pad), value=1.0)
             loss = (err * m).sum() / m.sum().clamp(min=1.0)
         return {"loss": loss, "mse": err.mean().detach()}
+
+    def _check_noise(self, noise: torch.Tensor, batch_size: int) -> torch.Tensor:
+        want = (batch_size, self.chunk_length, self.max_action_dim)
+        if tuple(noise.shape) != want:
+            raise ValueError(f"{type(self).__name__}: noise must be {list(want)} (the model-internal "
+                             f"max_action_dim), got {list(noise.shape)}")
+        return noise.float()
 
     @torch.no_grad()
     def sample_actions(self, batch: Mapping[str, torch.Tensor], num_steps: int | None = None,
@@ -437,14 +508,15 @@ class PI0FlowMatching(nn.Module):
             offset += h.shape[1]
         pos = start + n_head + torch.arange(c, device=prefix.device)
         cos, sin = self._rotary(prefix, pos)
-        x = torch.randn(b, c, self.action_dim, device=prefix.device) if noise is None else noise.float()
+        x = (torch.randn(b, c, self.max_action_dim, device=prefix.device) if noise is None
+             else self._check_noise(noise, b).to(prefix.device))
         dt = -1.0 / steps
-        embed = self._step_embedder(torch.tensor([1.0 + i * dt for i in range(steps)], device=prefix.device))
+        embed = self._step_embedder(euler_time_grid(steps, prefix.device))
         for i in range(steps):
             tokens, cond = embed(x.to(prefix.dtype), i)
             out = self._suffix_with_cache(tokens, caches, offset, mask, cos, sin, cond, ops)
             x = x + dt * self.action_out_proj(out).float()
-        return x
+        return x[..., :self.action_dim]
 
     def predict_action(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.sample_actions(batch)

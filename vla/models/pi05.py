@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla.config import register
-from vla.models.pi0 import PI0FlowMatching, _as_module, _need
+from vla.models.pi0 import PI0FlowMatching, _as_module
 
 
 class AdaRMSNorm(nn.Module):
@@ -58,19 +58,24 @@ class PI05FlowMatching(PI0FlowMatching):
             state_dim = state_proj.in_dim
         if state_dim is None:
             raise ValueError("PI05FlowMatching needs state_dim (or a state_proj whose in_dim is the state size)")
-        self._pending_state = (int(state_dim), int(num_state_bins), state_token_offset)
-        super().__init__(*args, **kwargs)
+        self._pending_state = (int(num_state_bins), state_token_offset)
+        super().__init__(*args, state_dim=state_dim, **kwargs)
+
+    def _internal_state_width(self) -> int:
+        """State tokens in the prompt: one per dim of the state padded to `max_state_dim` (openpi pads to 32
+        and discretises every dim, the padding included)."""
+        return int(self._dims["max_state_dim"] or self._dims["state_dim"])
 
     def projector_names(self) -> tuple[str, ...]:
         return ("action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")
 
     def _projector_shapes(self) -> dict[str, tuple[int | None, int]]:
         w = self.proj_width
-        return {"action_in_proj": (None, w), "action_out_proj": (w, self.action_dim),
+        return {"action_in_proj": (None, w), "action_out_proj": (w, self.max_action_dim),
                 "action_time_mlp_in": (w, w), "action_time_mlp_out": (w, w)}
 
     def _prepare_expert(self) -> None:
-        self.state_dim, self.num_state_bins, offset = self._pending_state
+        self.num_state_bins, offset = self._pending_state
         vocab = self.vlm_backbone.config.text_config.vocab_size
         self.state_token_offset = vocab - self.num_state_bins if offset is None else int(offset)
         if not 0 <= self.state_token_offset <= vocab - self.num_state_bins:
@@ -85,9 +90,7 @@ class PI05FlowMatching(PI0FlowMatching):
 
     def _lang_tokens(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, valid = super()._lang_tokens(batch)
-        states = _need(batch, "states", type(self).__name__)
-        if states.shape[-1] != self.state_dim:
-            raise ValueError(f"batch['states'] must be [B, {self.state_dim}], got {tuple(states.shape)}")
+        states = self.padded_states(batch)
         state_ids = discretize_state(states, self.num_state_bins) + self.state_token_offset
         return torch.cat([ids, state_ids.to(ids.dtype)], 1), torch.cat([valid, torch.ones_like(state_ids, dtype=torch.bool)], 1)
 
