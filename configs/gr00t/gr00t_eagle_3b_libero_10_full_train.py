@@ -2,6 +2,7 @@
 # Additions to the seed text, each needed by the released model:
 #   - ProcessPromptsWithImage.tokens_per_image=256: GR00T-N1.5's Eagle has no pixel shuffle, so a
 #     224x224 image at patch 14 gives 16x16 = 256 vision tokens (the placeholders the prompt must hold).
+#   - FlowMatchingHead.max_state_dim=64 / max_action_dim=32: the widths the released head computes at.
 # The FlowMatchingHead's DiT/adapter sizes default to the GR00T-N1.5-3B release (16 DiT blocks,
 # 32 heads x 48; 4-block VL self-attention); `num_layers` / `num_heads` are kept as the seed writes them.
 
@@ -20,7 +21,11 @@ model = dict(
         num_heads=4,
         num_inference_timesteps=4,
         traj_length=10,
-        action_dim=7),
+        action_dim=7,
+        # the release's padded widths (its action_head_cfg): the state is zero-padded to 64 and the flow runs
+        # over 32 action dims, noise in the padded ones too; state_dim / action_dim above are the data's
+        max_state_dim=64,
+        max_action_dim=32),
     freeze_vlm_backbone=False,
     name_mapping={
         'vlm_backbone.vlm': 'backbone.eagle_model',

@@ -19,11 +19,11 @@ from .gr00t_release import ReleaseDims, release_shapes, release_tensors
 REAL = REPO / "configs/gr00t/gr00t_eagle_3b_libero_10_full_train.py"
 TINY = REPO / "configs/gr00t/gr00t_eagle_3b_libero_10_full_train_tiny.py"
 TINY_IMAGE_TOKEN, TOKENS_PER_IMAGE, NCAM = 4, 4, 2
-# The synthetic release checkpoint at the tiny config's widths; state/action stay zero-padded wider
-# than the model's 8/7 as in the release (64/32).
+# The synthetic release checkpoint at the tiny config's widths; state/action at the release's padded
+# widths (64/32), wider than the data's 8/7.
 TINY_RELEASE = ReleaseDims(vit_width=32, vit_mlp=64, vit_layers=2, patch=8, image=32, projector_in=128,
                            llm_width=64, llm_mlp=128, llm_layers=2, llm_heads=2, llm_kv_heads=1, llm_head_dim=32,
-                           vocab=512, max_state_dim=16, max_action_dim=12, hidden_size=32, input_embedding_dim=64,
+                           vocab=512, max_state_dim=64, max_action_dim=32, hidden_size=32, input_embedding_dim=64,
                            dit_layers=2, vl_layers=1, vl_width=64, future_tokens=4, max_seq_len=16)
 
 
@@ -135,21 +135,71 @@ def test_release_key_names_load_through_the_seed_name_mapping(release_dir):
                                state["backbone.eagle_model.vision_model.vision_model.encoder.layers.1.mlp.fc2.bias"])
 
 
-def test_padded_state_and_action_weights_are_sliced_exactly(release_dir):
-    """The release reads zero-padded states/actions; slicing its category weights to our widths must give the
-    same numbers as running the padded weights on padded inputs."""
+def _cat_linear(state: dict, name: str, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return torch.bmm(x, state[f"{name}.W"][ids]) + state[f"{name}.b"][ids][:, None]
+
+
+def _release_velocity(head, state: dict, x: torch.Tensor, bucket: torch.Tensor, state_features, context, mask, ids):
+    """The release's FlowmatchingActionHead step at its padded widths, its category-specific layers computed
+    here from the checkpoint tensors (the DiT, validated against diffusers elsewhere, is ours)."""
+    h = "action_head"
+    a = _cat_linear(state, f"{h}.action_encoder.W1", x, ids)
+    half = a.shape[-1] // 2  # SinusoidalPositionalEncoding: exp(-i·ln(1e4)/half), [sin | cos]
+    freqs = torch.exp(-torch.arange(half, dtype=torch.float32) * (torch.log(torch.tensor(10000.0)) / half))
+    args = bucket.float()[:, None, None] * freqs
+    tau = torch.cat([args.sin(), args.cos()], -1).expand(-1, x.shape[1], -1)
+    z = _cat_linear(state, f"{h}.action_encoder.W2", torch.cat([a, tau], -1), ids)
+    z = _cat_linear(state, f"{h}.action_encoder.W3", z * torch.sigmoid(z), ids)
+    z = z + state[f"{h}.position_embedding.weight"][: x.shape[1]][None]
+    future = state[f"{h}.future_tokens.weight"][None].expand(x.shape[0], -1, -1)
+    out = head.model(torch.cat([state_features, future, z], 1), context, bucket, encoder_attention_mask=mask)
+    hidden = torch.relu(_cat_linear(state, f"{h}.action_decoder.layer1", out, ids))
+    return _cat_linear(state, f"{h}.action_decoder.layer2", hidden, ids)[:, -x.shape[1]:]
+
+
+def test_padded_release_widths_compute_as_the_release(release_dir):
+    """Same weights, same 32-wide noise: our velocity and our 4-step chunk equal the release's computation at
+    its padded widths (state zero-padded to 64, every padded action dim integrated), to float rounding."""
     root, state = release_dir
-    model = build(tiny_model_cfg(pretrained_name_or_path=str(root)))
-    model.load_pretrained()
-    head, ids = model.vla_head, torch.tensor([31, 3])
-    x = torch.randn(2, 1, 8)
-    w, b = state["action_head.state_encoder.layer1.W"], state["action_head.state_encoder.layer1.b"]
-    padded = torch.nn.functional.pad(x, (0, w.shape[1] - 8))
-    torch.testing.assert_close(head.state_encoder.layer1(x, ids), torch.bmm(padded, w[ids]) + b[ids][:, None])
-    hidden = torch.randn(2, 5, 32)
-    w2, b2 = state["action_head.action_decoder.layer2.W"], state["action_head.action_decoder.layer2.b"]
-    full = torch.bmm(hidden, w2[ids]) + b2[ids][:, None]
-    torch.testing.assert_close(head.action_decoder.layer2(hidden, ids), full[..., :7])
+    model = build(tiny_model_cfg(pretrained_name_or_path=str(root))).eval()
+    report = model.load_pretrained()
+    assert report.ok and (model.max_state_dim, model.max_action_dim) == (64, 32)
+    head, batch = model.vla_head, make_batch()
+    ids = batch["embodiment_ids"]
+    g = torch.Generator().manual_seed(7)
+    noise = torch.randn(2, 10, 32, generator=g)
+    with torch.no_grad():
+        features, mask = model._context(batch)
+        context = head.encode_context(features, mask)
+        state64 = torch.nn.functional.pad(batch["states"], (0, 56))[:, None]
+        hidden = torch.relu(_cat_linear(state, "action_head.state_encoder.layer1", state64, ids))
+        state_features = _cat_linear(state, "action_head.state_encoder.layer2", hidden, ids)
+        x, steps = noise.clone(), head.num_inference_timesteps
+        for step in range(steps):
+            bucket = torch.full((2,), int(step / float(steps) * 1000), dtype=torch.long)
+            x = x + _release_velocity(head, state, x, bucket, state_features, context, mask, ids) / steps
+        got = model.predict_action(batch, noise=noise)
+        # training: the loss over the 7 real dims of the release's velocity at t = 0.3 / 0.8
+        t = torch.tensor([0.3, 0.8])
+        actions = torch.nn.functional.pad(batch["actions"][..., :7], (0, 25))
+        noisy = (1 - t[:, None, None]) * noise + t[:, None, None] * actions
+        v = _release_velocity(head, state, noisy, (t * 1000).long(), state_features, context, mask, ids)
+        ref_loss = ((v - (actions - noise))[..., :7] ** 2).mean()
+        loss = model(dict(batch, noise=noise, time=t))["loss"]
+    assert got.shape == (2, 10, 7)
+    torch.testing.assert_close(got, x[..., :7], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    # the padded dims matter: zero noise there gives another chunk
+    other = model.predict_action(batch, noise=torch.cat([noise[..., :7], torch.zeros(2, 10, 25)], -1))
+    assert (other - got).abs().max() > 1e-4
+
+
+def test_narrower_widths_than_the_release_are_refused_with_what_to_write(release_dir):
+    root, _ = release_dir
+    cfg = tiny_model_cfg(pretrained_name_or_path=str(root))
+    cfg["vla_head"] = dict(cfg["vla_head"], max_state_dim=8, max_action_dim=7)
+    with pytest.raises(CheckpointMismatchError, match="max_action_dim=32, max_state_dim=64"):
+        build(cfg).load_pretrained()
 
 
 def test_missing_release_tensor_is_reported_and_strict_mode_refuses(tmp_path, release_dir):
@@ -158,10 +208,13 @@ def test_missing_release_tensor_is_reported_and_strict_mode_refuses(tmp_path, re
     _, state = release_dir
     partial = {k: v for k, v in state.items() if not k.startswith("action_head.future_tokens")}
     save_file(partial, str(tmp_path / "model.safetensors"))
-    report = build(tiny_model_cfg(pretrained_name_or_path=str(tmp_path))).load_pretrained()
+    with pytest.raises(CheckpointMismatchError, match="future_tokens"):  # strict by default
+        build(tiny_model_cfg(pretrained_name_or_path=str(tmp_path))).load_pretrained()
+    report = build(tiny_model_cfg(pretrained_name_or_path=str(tmp_path),
+                                  allow_missing_keys=["vla_head.future_tokens"])).load_pretrained()
+    assert report.ok and report.allowed == ["vla_head.future_tokens.weight"]
+    report = build(tiny_model_cfg(pretrained_name_or_path=str(tmp_path), strict_mapping=False)).load_pretrained()
     assert report.missing == ["vla_head.future_tokens.weight"]
-    with pytest.raises(CheckpointMismatchError, match="future_tokens"):
-        build(tiny_model_cfg(pretrained_name_or_path=str(tmp_path), strict_mapping=True)).load_pretrained()
 
 
 def test_load_pretrained_is_a_no_op_when_unset():
@@ -174,7 +227,7 @@ def _fixed_flow(batch: dict, seed: int = 1) -> dict:
     """Pin noise and flow time so the loss is a deterministic function of the weights."""
     g = torch.Generator().manual_seed(seed)
     b = batch["states"].shape[0]
-    return {**batch, "noise": torch.randn(b, 10, 7, generator=g), "time": torch.rand(b, generator=g)}
+    return {**batch, "noise": torch.randn(b, 10, 32, generator=g), "time": torch.rand(b, generator=g)}
 
 
 def _train(model: LlavaVLA, batch: dict, steps: int, lr: float) -> list[float]:
@@ -192,7 +245,7 @@ def _train(model: LlavaVLA, batch: dict, steps: int, lr: float) -> list[float]:
 def test_full_training_overfits_a_fixed_batch():
     torch.manual_seed(0)
     model = build(tiny_model_cfg())
-    losses = _train(model, _fixed_flow(make_batch()), steps=40, lr=2e-3)
+    losses = _train(model, _fixed_flow(make_batch()), steps=60, lr=1e-3)
     print(f"full fine-tune loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     assert losses[-1] < 0.2 * losses[0]
 
@@ -241,12 +294,12 @@ def test_predict_action_shape_and_determinism_with_fixed_noise():
     torch.manual_seed(0)
     model = build(tiny_model_cfg()).eval()
     batch = make_batch(b=3)
-    noise = torch.randn(3, 10, 7)
+    noise = torch.randn(3, 10, 32)
     a = model.predict_action(batch, noise=noise)
     assert a.shape == (3, model.chunk_length, model.action_dim) == (3, 10, 7)
     assert torch.isfinite(a).all()
     torch.testing.assert_close(model.predict_action(batch, noise=noise.clone()), a, rtol=0, atol=0)
-    assert not torch.allclose(model.predict_action(batch, noise=torch.randn(3, 10, 7)), a)
+    assert not torch.allclose(model.predict_action(batch, noise=torch.randn(3, 10, 32)), a)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     torch.testing.assert_close(model.predict_action(batch, generator=g1), model.predict_action(batch, generator=g2))
 
@@ -258,7 +311,7 @@ def test_prediction_does_not_depend_on_batch_padding():
     long = {k: v.clone() for k, v in short.items()}
     long["lang_tokens"] = torch.nn.functional.pad(short["lang_tokens"], (0, 9))
     long["lang_masks"] = torch.nn.functional.pad(short["lang_masks"], (0, 9), value=False)
-    noise = torch.randn(1, 10, 7)
+    noise = torch.randn(1, 10, 32)
     torch.testing.assert_close(model.predict_action(long, noise=noise), model.predict_action(short, noise=noise),
                                rtol=1e-5, atol=1e-5)
 

@@ -62,7 +62,7 @@ def test_lora_checkpoint_merges_for_serving(tiny_cfg, tiny_batch):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    noise = torch.randn(2, 10, 7)
+    noise = torch.randn(2, 10, 32)  # the release's padded action width
     want = model.eval().predict_action(tiny_batch, noise=noise)
 
     served = build(cfg)

@@ -96,7 +96,7 @@ def test_lora_trains_only_adapters_and_unfrozen_projectors_and_overfits():
             assert torch.equal(p, frozen_before[name]), f"frozen {name} changed"
     # merging for serving keeps the function and restores plain key names
     model.eval()
-    noise = torch.randn(2, 10, 7, generator=torch.Generator().manual_seed(2))
+    noise = torch.randn(2, 10, model.max_action_dim, generator=torch.Generator().manual_seed(2))
     before = model.sample_actions(batch, num_steps=2, noise=noise)
     merge_lora(model)
     assert not any("lora_" in k or "base_layer" in k for k in model.state_dict())

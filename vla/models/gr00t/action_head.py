@@ -104,7 +104,7 @@ class FlowMatchingHead(nn.Module):
                  diffusion_model_cfg: Mapping[str, Any] | None = None, num_target_vision_tokens: int = 32,
                  add_positional_embeddings: bool = True, max_seq_len: int = 1024, num_timestep_buckets: int = 1000,
                  noise_s: float = 0.999, noise_beta_alpha: float = 1.5, noise_beta_beta: float = 1.0,
-                 mask_padding: bool = True):
+                 mask_padding: bool = True, max_state_dim: int | None = None, max_action_dim: int | None = None):
         super().__init__()
         for name, value in dict(state_dim=state_dim, hidden_size=hidden_size, input_embedding_dim=input_embedding_dim,
                                 action_dim=action_dim, num_inference_timesteps=num_inference_timesteps,
@@ -131,6 +131,12 @@ class FlowMatchingHead(nn.Module):
                              f"backbone_embedding_dim={backbone_embedding_dim}")
 
         self.state_dim, self.action_dim, self.hidden_size = int(state_dim), int(action_dim), int(hidden_size)
+        self.max_state_dim = int(max_state_dim if max_state_dim is not None else state_dim)
+        self.max_action_dim = int(max_action_dim if max_action_dim is not None else action_dim)
+        for data, internal in (("state_dim", "max_state_dim"), ("action_dim", "max_action_dim")):
+            if getattr(self, internal) < getattr(self, data):
+                raise ValueError(f"FlowMatchingHead.{internal}={getattr(self, internal)} must be >= "
+                                 f"{data}={getattr(self, data)} (the release pads state to 64, actions to 32)")
         self.input_embedding_dim = int(input_embedding_dim)
         self.traj_length, self.num_inference_timesteps = int(traj_length), int(num_inference_timesteps)
         self.num_layers, self.num_heads = num_layers, num_heads  # seed surface; see the docstring
@@ -139,9 +145,12 @@ class FlowMatchingHead(nn.Module):
         self.noise_beta_alpha, self.noise_beta_beta = float(noise_beta_alpha), float(noise_beta_beta)
         self.mask_padding = bool(mask_padding)
 
-        self.state_encoder = CategorySpecificMLP(max_num_embodiments, state_dim, hidden_size, input_embedding_dim)
-        self.action_encoder = MultiEmbodimentActionEncoder(action_dim, input_embedding_dim, max_num_embodiments)
-        self.action_decoder = CategorySpecificMLP(max_num_embodiments, hidden_size, hidden_size, action_dim)
+        # At the release's padded widths: the state zero-padded to max_state_dim, the flow over max_action_dim.
+        self.state_encoder = CategorySpecificMLP(max_num_embodiments, self.max_state_dim, hidden_size,
+                                                 input_embedding_dim)
+        self.action_encoder = MultiEmbodimentActionEncoder(self.max_action_dim, input_embedding_dim,
+                                                           max_num_embodiments)
+        self.action_decoder = CategorySpecificMLP(max_num_embodiments, hidden_size, hidden_size, self.max_action_dim)
         self.model = DiT(**dit_cfg)
         self.future_tokens = nn.Embedding(num_target_vision_tokens, input_embedding_dim)
         nn.init.normal_(self.future_tokens.weight, mean=0.0, std=0.02)
@@ -192,9 +201,9 @@ class FlowMatchingHead(nn.Module):
         """Flow-matching loss: masked MSE between predicted and true velocity, averaged over valid entries."""
         b = input_features.shape[0]
         ids = self._check_ids(embodiment_ids, b).to(input_features.device)
-        if actions.shape[1:] != (self.traj_length, self.action_dim):
+        if actions.shape[1:] != (self.traj_length, self.max_action_dim):
             raise ValueError(f"FlowMatchingHead: actions {tuple(actions.shape)} must be [B, {self.traj_length}, "
-                             f"{self.action_dim}]")
+                             f"max_action_dim={self.max_action_dim}] (zero-padded, padding masked out)")
         actions = actions.to(input_features.dtype)
         context = self.encode_context(input_features, attention_mask)
         state_tokens = self.state_encoder(states.to(input_features.dtype).unsqueeze(1), ids)
@@ -216,10 +225,11 @@ class FlowMatchingHead(nn.Module):
     def predict_action(self, input_features: torch.Tensor, states: torch.Tensor,
                        attention_mask: torch.Tensor | None, embodiment_ids: torch.Tensor,
                        noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Euler-integrate the velocity field from noise (t=0) to actions (t=1): [B, traj_length, action_dim]."""
+        """Euler-integrate the velocity field from noise (t=0) to actions (t=1) over all `max_action_dim` dims, as
+        the release does (noise in the padded dims too, fed back each step); returns [B, traj_length, action_dim]."""
         b, device, dtype = input_features.shape[0], input_features.device, input_features.dtype
         ids = self._check_ids(embodiment_ids, b).to(device)
-        shape = (b, self.traj_length, self.action_dim)
+        shape = (b, self.traj_length, self.max_action_dim)
         if noise is None:
             x = torch.randn(shape, device=device, dtype=dtype, generator=generator)
         elif tuple(noise.shape) != shape:
@@ -228,31 +238,10 @@ class FlowMatchingHead(nn.Module):
             x = noise.to(device=device, dtype=dtype)
         context = self.encode_context(input_features, attention_mask)
         state_tokens = self.state_encoder(states.to(dtype).unsqueeze(1), ids)
-        dt = 1.0 / self.num_inference_timesteps
-        for step in range(self.num_inference_timesteps):
-            t_bucket = torch.full((b,), int(step * dt * self.num_timestep_buckets), device=device, dtype=torch.long)
+        steps = self.num_inference_timesteps
+        dt = 1.0 / steps
+        for step in range(steps):
+            bucket = int(step / float(steps) * self.num_timestep_buckets)
+            t_bucket = torch.full((b,), bucket, device=device, dtype=torch.long)
             x = x + dt * self._velocity(x, t_bucket, state_tokens, context, attention_mask, ids)
-        return x
-
-    # ---- checkpoints ---------------------------------------------------------------------------------------
-    def fit_padded_weights(self, state_dict: dict[str, torch.Tensor], prefix: str = "") -> list[str]:
-        """Slice a checkpoint trained on zero-padded state/action vectors down to this head's widths.
-
-        GR00T-N1.5 pads every embodiment's state to 64 and action to 32 with zeros. Rows of W that
-        multiply padded zeros never contribute, and decoder columns past `action_dim` are outputs we
-        drop, so slicing is exact: the head computes what the padded release computes. Edits
-        `state_dict` (our key names) in place; returns the keys it sliced.
-        """
-        cuts = {  # key -> (dim to cut, our width); only ever shrinks
-            f"{prefix}state_encoder.layer1.W": (1, self.state_dim),
-            f"{prefix}action_encoder.W1.W": (1, self.action_dim),
-            f"{prefix}action_decoder.layer2.W": (2, self.action_dim),
-            f"{prefix}action_decoder.layer2.b": (1, self.action_dim),
-        }
-        sliced = []
-        for key, (dim, width) in cuts.items():
-            value = state_dict.get(key)
-            if value is not None and value.dim() > dim and value.shape[dim] > width:
-                state_dict[key] = value.narrow(dim, 0, width).contiguous()
-                sliced.append(key)
-        return sliced
+        return x[..., :self.action_dim]

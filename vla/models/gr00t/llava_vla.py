@@ -3,11 +3,13 @@
 Model contract (vla/models): `forward(batch) -> {"loss", ...}`, `predict_action(batch) -> [B, chunk,
 action_dim]` (normalised units), `action_dim` / `state_dim` / `chunk_length`, `load_pretrained()`.
 
-Batch widths: states narrower than `state_dim` are zero-padded (GR00T's own convention); actions wider
-than `action_dim` are cut back only where `action_masks` marks the extra dims as padding, so real
-action data is never silently dropped.
+Batch widths: the head runs at the release's padded widths (`max_state_dim` 64, `max_action_dim` 32).
+States (<= state_dim wide) are zero-padded to max_state_dim; actions wider than `action_dim` are cut back
+only where `action_masks` marks the extra dims as padding (real action data is never silently dropped),
+then zero-padded to max_action_dim with the padding masked out of the loss, as the release trains.
+Sampling integrates all max_action_dim dims and returns the first action_dim.
 
-`forward` also takes optional batch keys `noise` [B, chunk, action_dim] and `time` [B] to pin the
+`forward` also takes optional batch keys `noise` [B, chunk, max_action_dim] and `time` [B] to pin the
 flow-matching draw (tests, debugging); by default both are sampled.
 
 Freezing: `freeze_vlm_backbone` freezes the vision tower and the LLM; `freeze_projector` freezes the
@@ -18,7 +20,6 @@ projectors (Eagle's `mlp1`/`eagle_linear` and the head's embodiment encoders/dec
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,10 +29,9 @@ from torch import nn
 from vla.config import register
 from vla.models.gr00t.action_head import FlowMatchingHead
 from vla.models.gr00t.eagle import UNUSED_CHECKPOINT_PREFIXES, EagleBackbone
-from vla.models.loading import load_weights, read_state_dict, remap_state_dict
+from vla.models.loading import CheckpointMismatchError, load_weights, read_state_dict, remap_state_dict
 from vla.models.lora import apply_lora, freeze
 
-log = logging.getLogger(__name__)
 
 # Attention projections of SigLIP (q/k/v/out_proj), Qwen3 (q/k/v/o_proj) and the DiT/adapter (to_q/k/v/out.0).
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "out_proj", "to_q", "to_k", "to_v", "to_out.0")
@@ -62,7 +62,8 @@ def read_pretrained(path: str | Path) -> dict[str, torch.Tensor]:
 @register
 class LlavaVLA(nn.Module):
     def __init__(self, vlm_backbone: nn.Module, vla_head: nn.Module, pretrained_name_or_path: str | None = None,
-                 name_mapping: Mapping[str, str] | None = None, strict_mapping: bool = False,
+                 name_mapping: Mapping[str, str] | None = None, strict_mapping: bool = True,
+                 allow_missing_keys: Sequence[str] = (),
                  freeze_vlm_backbone: bool = False, freeze_projector: bool = False, use_lora: bool = False,
                  lora_rank: int = 16, lora_alpha: float | None = None, lora_dropout: float = 0.0,
                  lora_target_modules: Sequence[str] = DEFAULT_LORA_TARGETS):
@@ -79,7 +80,9 @@ class LlavaVLA(nn.Module):
         self.pretrained_name_or_path = pretrained_name_or_path
         self.name_mapping = dict(name_mapping or {})
         self.strict_mapping = bool(strict_mapping)
+        self.allow_missing_keys = [str(k) for k in allow_missing_keys]
         self.action_dim, self.state_dim = vla_head.action_dim, vla_head.state_dim
+        self.max_action_dim, self.max_state_dim = vla_head.max_action_dim, vla_head.max_state_dim
         self.chunk_length = vla_head.traj_length
 
         projectors = self.projector_prefixes()
@@ -133,7 +136,7 @@ class LlavaVLA(nn.Module):
         states = states.reshape(states.shape[0], -1) if states.dim() == 3 and states.shape[1] == 1 else states
         if states.dim() != 2 or states.shape[1] > self.state_dim:
             raise ValueError(f"LlavaVLA: states {tuple(states.shape)} must be [B, <= state_dim={self.state_dim}]")
-        return nn.functional.pad(states, (0, self.state_dim - states.shape[1]))
+        return nn.functional.pad(states, (0, self.max_state_dim - states.shape[1]))
 
     def _actions(self, actions: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if actions.dim() != 3 or actions.shape[1] != self.chunk_length:
@@ -147,8 +150,8 @@ class LlavaVLA(nn.Module):
             if masks[..., self.action_dim:].any():
                 raise ValueError(f"LlavaVLA: actions have {width} dims with valid entries past action_dim="
                                  f"{self.action_dim} (action_masks); raise the head's action_dim")
-            return actions[..., : self.action_dim], masks[..., : self.action_dim]
-        pad = self.action_dim - width
+            actions, masks = actions[..., : self.action_dim], masks[..., : self.action_dim]
+        pad = self.max_action_dim - actions.shape[-1]
         return nn.functional.pad(actions, (0, pad)), nn.functional.pad(masks, (0, pad), value=False)
 
     def _context(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,22 +169,38 @@ class LlavaVLA(nn.Module):
     @torch.no_grad()
     def predict_action(self, batch: Mapping[str, Any], noise: torch.Tensor | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """[B, chunk_length, action_dim] in normalised units; `noise` (or `generator`) fixes the start point."""
+        """[B, chunk_length, action_dim] in normalised units; `noise` [B, chunk_length, max_action_dim] (or
+        `generator`) fixes the start point."""
         features, mask = self._context(batch)
         return self.vla_head.predict_action(features, self._states(self._need(batch, "states")), mask,
                                             self._need(batch, "embodiment_ids"), noise=noise, generator=generator)
 
     def load_pretrained(self):
-        """Load `pretrained_name_or_path` through `name_mapping`; returns the LoadReport (None when unset)."""
+        """Load `pretrained_name_or_path` through `name_mapping`; returns the LoadReport (None when unset).
+        Strict unless `strict_mapping=False`: anything missing, shape-mismatched or unexpected outside
+        `allow_missing_keys` raises CheckpointMismatchError naming it."""
         if not self.pretrained_name_or_path:
             return None
         state = remap_state_dict(read_pretrained(self.pretrained_name_or_path), self.name_mapping)
         vlm_prefix = "vlm_backbone.vlm."
-        unused = [k for k in state if any(k.startswith(vlm_prefix + p) for p in UNUSED_CHECKPOINT_PREFIXES)]
-        for key in unused:
-            del state[key]
-        sliced = self.vla_head.fit_padded_weights(state, prefix="vla_head.")
-        if unused or sliced:
-            log.info("%s: skipped %d tensors of unused modules (LM head, SigLIP pooling head); sliced padded "
-                     "state/action widths of %s", self.pretrained_name_or_path, len(unused), sliced)
-        return load_weights(self, state, name_mapping=None, strict=self.strict_mapping)
+        ignore = {k: "unused by GR00T (LM head, SigLIP pooling head)" for k in state
+                  if any(k.startswith(vlm_prefix + p) for p in UNUSED_CHECKPOINT_PREFIXES)}
+        try:
+            return load_weights(self, state, name_mapping=None, strict=self.strict_mapping, ignore=ignore,
+                                allow_missing=self.allow_missing_keys, source_name=str(self.pretrained_name_or_path))
+        except CheckpointMismatchError as err:
+            raise CheckpointMismatchError(err.report, str(self.pretrained_name_or_path),
+                                          self._width_hint(err.report)) from None
+
+    def _width_hint(self, report) -> str:
+        widths = {}
+        for name, ckpt, _ in report.mismatched:
+            if name == "vla_head.state_encoder.layer1.W":
+                widths["max_state_dim"] = ckpt[1]
+            elif name in ("vla_head.action_encoder.W1.W", "vla_head.action_decoder.layer2.W"):
+                widths["max_action_dim"] = ckpt[1] if name.endswith("W1.W") else ckpt[2]
+        if not widths:
+            return ""
+        return ("the checkpoint's action head runs at padded widths: write "
+                + ", ".join(f"{k}={v}" for k, v in sorted(widths.items()))
+                + f" in vla_head (state_dim={self.state_dim} and action_dim={self.action_dim} stay the data's)")
