@@ -23,7 +23,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from vla.errors import VLAError
+from vla.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,7 @@ class LoadReport:
                 "allowed": self.allowed, "ignored": self.ignored}
 
     def write(self, path: str | os.PathLike) -> Path:
-        from vla.config.loader import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
         return Path(path)
 
 
