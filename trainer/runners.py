@@ -33,12 +33,15 @@ from torch.utils.data import DataLoader
 
 from vla import checkpoint as ckpt
 from vla.config import Config, ConfigError, build, register
+from vla.models.loading import CheckpointMismatchError
 from vla.normalize import STATISTICS_FILENAME
 
 from trainer.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from trainer.metrics import VLAMetric  # noqa: F401 - registers the seed's metric type
 from trainer.schedulers import SCHEDULERS, build_scheduler
 from trainer.state import rng_state, seed_everything, set_rng_state
+
+PRETRAINED_REPORT_FILENAME = "pretrained_load_report.json"
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +192,27 @@ class BaseTrainRunner:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"{self.cfg.filename}: model built a {type(model).__name__}, not an nn.Module")
         if hasattr(model, "load_pretrained"):
-            model.load_pretrained()
+            self._load_pretrained(model)
         if self.enable_gradient_checkpointing:
             _enable_gradient_checkpointing(model, self._log)
         return model.to(self.dist.device)
+
+    def _load_pretrained(self, model: nn.Module) -> None:
+        """The model's pretrained load (strict unless its config says otherwise); its report, by name, goes
+        to the log and to `pretrained_load_report.json` in the work dir, also when the load fails."""
+        path = self.work_dir / PRETRAINED_REPORT_FILENAME
+        try:
+            report = model.load_pretrained()
+        except CheckpointMismatchError as err:
+            if self.dist.is_main:
+                err.report.write(path)
+                log.error("pretrained load refused; report: %s", path)
+            raise
+        if report is None:
+            return
+        if self.dist.is_main:
+            report.write(path)
+        self._log(f"pretrained weights {report.source}: {report.summary()} (report: {path})")
 
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """AdamW over trainable parameters only; no decay on biases and norms (1-D tensors)."""

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla.config import register
+from vla.models.loading import load_weights
 
 
 @register
@@ -38,9 +39,10 @@ class TrainerTestPolicy(nn.Module):
                                     for _ in range(num_blocks))
         self.head = nn.Linear(hidden, chunk_length * action_dim)
 
-    def load_pretrained(self) -> None:
+    def load_pretrained(self):
         if self.pretrained_name_or_path:
-            self.load_state_dict(torch.load(self.pretrained_name_or_path, weights_only=True))
+            return load_weights(self, self.pretrained_name_or_path, self.name_mapping, strict=True)
+        return None
 
     def _features(self, batch) -> torch.Tensor:
         images = batch["images"]
