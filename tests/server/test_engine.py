@@ -192,3 +192,19 @@ def test_engine_errors_over_the_wire(engine_server):
             c.infer(dict(obs, robot0_eef_quat=np.zeros(3)))
         assert err.value.code is ErrorCode.INVALID_ARGUMENT and "robot0_eef_quat" in err.value.message
         assert c.infer(obs)["actions"].shape == (4, 7)
+
+
+def test_a_checkpoint_that_does_not_load_strictly_is_refused(tmp_path, tok_dir):
+    """A work dir whose checkpoint lacks a tensor (or has one the model does not) is refused, naming it."""
+    from vla import checkpoint as ckpt
+    from vla.models.loading import CheckpointMismatchError
+
+    root, model = fx.make_work_dir(tmp_path / "run", tok_dir)
+    sd = model.state_dict()
+    missing = sorted(sd)[0]
+    ckpt.save_weights(root, "checkpoint_step_3.pt", {k: v for k, v in sd.items() if k != missing})
+    with pytest.raises(CheckpointMismatchError, match=f"missing 1: {missing}"):
+        load_engine(root)
+    ckpt.save_weights(root, "checkpoint_step_3.pt", {**sd, "extra.weight": torch.zeros(2)})
+    with pytest.raises(CheckpointMismatchError, match="unexpected 1: extra.weight"):
+        load_engine(root)
