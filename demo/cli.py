@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from vla.errors import VLAError
+from vla.errors import EXPECTED_ERRORS, VLAError, cli_error
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
         timings = {**steps.timings, "total": time.perf_counter() - t_start}
         print(final_report(work_dir, eval_dir, data_root, timings), flush=True)
         return 0
-    except VLAError as exc:   # a step that failed or bad input (DemoError, a dataset or recorder error)
-        log(f"demo: {exc}")
+    except EXPECTED_ERRORS as exc:   # a failed step, bad input (DemoError, a dataset or recorder error), the disk
+        log(cli_error("demo", exc))
         return 1
 

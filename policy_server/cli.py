@@ -73,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.setswitchinterval(args.gil_switch_ms / 1000.0)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from vla.errors import VLAError
+    from vla.errors import EXPECTED_ERRORS, cli_error
 
     try:
         policy = make_policy(args)
-    except VLAError as exc:   # a bad work dir, file or flag: say which; anything else is a bug (traceback)
-        print(f"policy_server: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:   # a bad work dir, file or flag: say which; anything else is a bug (traceback)
+        print(cli_error("policy_server", exc, debug=args.log_level.upper() == "DEBUG"), file=sys.stderr)
         return 2
     from policy_server.server import PolicyServer
 

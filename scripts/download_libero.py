@@ -19,7 +19,7 @@ from pathlib import Path
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from vla.errors import VLAError  # noqa: E402
+from vla.errors import EXPECTED_ERRORS, VLAError, cli_error  # noqa: E402
 
 EXIT_DOWNLOAD, EXIT_VERIFY = 2, 3
 
@@ -79,16 +79,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         download(args.repo_id, args.out, args.revision, args.max_workers)
-    except DownloadError as exc:
-        print(f"download_libero: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:   # DownloadError, or the output directory cannot be written
+        print(cli_error("download_libero", exc), file=sys.stderr)
         return EXIT_DOWNLOAD
     if args.verify == "none":
         print(f"downloaded {args.repo_id} to {args.out} (not verified)")
         return 0
     try:
         print(verify(args.out, decode=args.verify == "decode"))
-    except VLAError as exc:
-        print(f"download_libero: {args.out} is not a readable LeRobot v2.1 dataset: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:
+        print(cli_error(f"download_libero: {args.out} is not a readable LeRobot v2.1 dataset", exc), file=sys.stderr)
         return EXIT_VERIFY
     return 0
 

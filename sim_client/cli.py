@@ -80,7 +80,7 @@ def _config(args: argparse.Namespace):
 
 def cmd_run(argv: list[str]) -> int:
     from sim_client.runner import run_eval
-    from vla.errors import VLAError
+    from vla.errors import EXPECTED_ERRORS, cli_error
     from vla.wire.errors import PolicyError
 
     parser = build_parser()
@@ -97,8 +97,8 @@ def cmd_run(argv: list[str]) -> int:
                 check_tasks(suite, cfg.tasks)  # refuse uncovered tasks before any worker starts
             policy = ExpertPolicy
         result = run_eval(cfg, policy, args.out)
-    except (VLAError, PolicyError) as exc:   # bad input or an unreachable server; anything else is a bug
-        print(f"sim_client: {exc}", file=sys.stderr)
+    except (*EXPECTED_ERRORS, PolicyError) as exc:   # bad input, disk or an unreachable server; else a bug
+        print(cli_error("sim_client", exc), file=sys.stderr)
         return 1
     print(result.table)
     print(f"results: {result.out / 'results.jsonl'}  summary: {result.out / 'summary.json'}")
@@ -111,7 +111,7 @@ def cmd_run(argv: list[str]) -> int:
 def cmd_report(argv: list[str]) -> int:
     from sim_client.report import format_table, summarize
     from sim_client.results import read_results
-    from vla.errors import VLAError
+    from vla.errors import EXPECTED_ERRORS, cli_error
 
     p = argparse.ArgumentParser(prog="sim_client report", description="re-print the table from results.jsonl")
     p.add_argument("out")
@@ -122,8 +122,8 @@ def cmd_report(argv: list[str]) -> int:
         return 1
     try:
         lines = read_results(path)
-    except VLAError as exc:
-        print(f"sim_client: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:
+        print(cli_error("sim_client", exc), file=sys.stderr)
         return 1
     print(format_table(summarize(lines)))
     return 0
@@ -133,7 +133,7 @@ def cmd_merge(argv: list[str]) -> int:
     from sim_client.report import format_table, write_report
     from sim_client.results import merge, read_results
     from sim_client.runner import EvalConfig, plan_episodes
-    from vla.errors import VLAError
+    from vla.errors import EXPECTED_ERRORS, cli_error
 
     p = argparse.ArgumentParser(prog="sim_client merge", description="join shard results into OUT")
     p.add_argument("out")
@@ -148,8 +148,8 @@ def cmd_merge(argv: list[str]) -> int:
             cfg = EvalConfig(task_suite_name=args.suite, num_trials_per_task=args.trials, tasks=args.tasks)
             expected = [(e["suite"], e["task_id"], e["trial"]) for e in plan_episodes(cfg)]
         report = merge(args.out, args.shards, expected)
-    except VLAError as exc:
-        print(f"sim_client: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:
+        print(cli_error("sim_client", exc), file=sys.stderr)
         return 1
     lines = read_results(report["out"])
     summary = write_report(args.out, lines, {"merged_from": report["sources"]})

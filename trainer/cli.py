@@ -26,6 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="run scripts/eval.sh on the last checkpoint when training ends (rank 0)")
     p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. runner.max_epochs=2")
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of an expected error too (also LOG_LEVEL=DEBUG)")
     return p.parse_args(argv)
 
 
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     logging.getLogger("trainer").setLevel(logging.INFO)
     from vla.config import Config, ConfigError, build
-    from vla.errors import VLAError
+    from vla.errors import EXPECTED_ERRORS, cli_error
 
     import trainer.runners  # noqa: F401 - registers DDPTrainRunner, FSDPTrainRunner, VLAMetric
     from trainer.distributed import init_distributed, shutdown
@@ -65,16 +67,16 @@ def main(argv=None) -> int:
         _custom_imports(cfg)
         if "runner" not in cfg:
             raise ConfigError(f"{args.config}: no runner section (e.g. runner = dict(type='DDPTrainRunner', ...))")
-    except VLAError as exc:
-        print(f"vla-train: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:
+        print(cli_error("vla-train", exc, debug=args.debug), file=sys.stderr)
         return 2
     dist_info = init_distributed()
     try:
         runner = build(cfg["runner"], source=cfg.filename, path="runner", config=cfg, work_dir=args.work_dir,
                        resume=args.resume, dist_info=dist_info)
         result = runner.run()
-    except VLAError as exc:   # bad config, dataset, statistics or checkpoint; anything else is a bug
-        print(f"vla-train (rank {dist_info.rank}): {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:   # bad config, dataset, statistics, checkpoint, disk; anything else is a bug
+        print(cli_error(f"vla-train (rank {dist_info.rank})", exc, debug=args.debug), file=sys.stderr)
         shutdown()
         return 2
     shutdown()

@@ -39,8 +39,17 @@ class CheckpointError(VLAError, RuntimeError):
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> int:
-    """torch.save to a temp file beside `path`, fsync, rename; returns the size in bytes."""
-    return atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+    """torch.save to a temp file beside `path`, fsync, rename; returns the size in bytes.
+
+    torch writes through a Python file object, so a failed write keeps its OSError (torch.save to a
+    file name reports a full disk only as 'basic_ios::clear: iostream error'): the caller gets a
+    `vla.io.WriteError` naming the file and the reason, and `latest` still names the previous
+    complete checkpoint."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return atomic_write(Path(path), write)
 
 
 def checkpoint_name(*, epoch: int | None = None, step: int | None = None) -> str:
@@ -178,13 +187,36 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+def _load_failure(exc: BaseException) -> str:
+    """Why torch.load refused a file, in one line, without torch's advice to retry with
+    `weights_only=False` (which would run arbitrary code from a file this process did not write)."""
+    text = str(exc)
+    if "central directory" in text or "zip archive" in text:
+        return "truncated or not a torch checkpoint (its zip archive is incomplete)"
+    if "Unsupported global" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        return ("it holds Python objects other than tensors" + (f" ({found.group(1)})" if found else "")
+                + ", which a weights-only load refuses to unpickle")
+    if "Weights only load failed" in text or "invalid load key" in text or "magic number" in text:
+        return "not a torch checkpoint (unrecognised contents)"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return lines[0] if lines else type(exc).__name__
+
+
+def torch_load_weights_only(path: str | os.PathLike, error: type[Exception] = CheckpointError) -> Any:
+    """torch.load(weights_only=True) on CPU; any failure raises `error` naming the file and why."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise error(f"{path}: checkpoint file not found") from None
+    except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same clear error
+        raise error(f"{path}: cannot load this checkpoint: {_load_failure(exc)}") from None
+
+
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A weights-only checkpoint as a state dict (never unpickles arbitrary objects)."""
     path = resolve_checkpoint(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which
-        raise CheckpointError(f"{path}: not a readable weights-only checkpoint: {exc}") from exc
+    state = torch_load_weights_only(path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
     return state

@@ -28,6 +28,52 @@ Each domain error also keeps the builtin base it has always had (`ValueError` fo
 """
 from __future__ import annotations
 
+import errno
+import os
+import sys
+import traceback
+
 
 class VLAError(Exception):
     """An expected failure with a message that says what was wrong and where (no traceback needed)."""
+
+
+# What to do about the OS errors a user can cause (a full disk, a read-only or foreign directory).
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some space there or write somewhere else",
+    errno.EDQUOT: "free some of your quota or write somewhere else",
+    errno.EROFS: "the file system is read-only: choose a writable directory",
+    errno.EACCES: "permission denied: choose a directory you may write, or fix its owner/mode",
+    errno.EPERM: "operation not permitted: choose a directory you may write, or fix its owner/mode",
+    errno.ENOENT: "check the path",
+    errno.EISDIR: "a directory is where a file was expected: check the path",
+    errno.ENOTDIR: "a file is where a directory was expected: check the path",
+}
+
+# What a command-line entry point reports in one line; anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (VLAError, OSError)
+
+
+def debug_requested(flag: bool = False) -> bool:
+    """Tracebacks for expected errors too: `--debug` or LOG_LEVEL=DEBUG."""
+    return flag or os.environ.get("LOG_LEVEL", "").upper() == "DEBUG"
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an expected error: a VLAError's own message; an OSError as file, reason, remedy."""
+    if isinstance(exc, VLAError) or not isinstance(exc, OSError):
+        return str(exc)
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    reason = exc.strerror or str(exc)
+    hint = OS_ERROR_HINTS.get(exc.errno or -1)
+    return f"{where + ': ' if where else ''}{reason}" + (f"; {hint}" if hint else "")
+
+
+def cli_error(prog: str, exc: BaseException, *, debug: bool = False) -> str:
+    """The line a CLI prints for `exc` (`prog: what and where; what to do`); with `--debug` or
+    LOG_LEVEL=DEBUG the traceback is printed to stderr first."""
+    if debug_requested(debug):
+        traceback.print_exception(exc, file=sys.stderr)
+    return f"{prog}: {describe(exc)}"

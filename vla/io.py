@@ -8,18 +8,21 @@ one, and a crash leaves at most a stale temp file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from vla.errors import VLAError
+from vla.errors import OS_ERROR_HINTS, VLAError
 
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "JSONFileError",
+    "WriteError",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -33,6 +36,41 @@ __all__ = [
 
 class JSONFileError(VLAError, ValueError):
     """A JSON or JSON-lines file that is missing or does not parse; the message says file:line."""
+
+
+class WriteError(VLAError, OSError):
+    """A file could not be written (no space, read-only, permission); the message names the file,
+    the reason and what to do. The previous version of the file, if any, is untouched."""
+
+
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind `exc`: itself, or one it was raised from or while handling (torch.save
+    reports a failed write as 'unexpected pos ...' with the real OSError as its context)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> WriteError:
+    """One clear message for an OSError met while writing `path`."""
+    reason = exc.strerror or str(exc)
+    where = Path(path)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(where.parent if where.parent.exists() else ".").free
+            reason += f" ({free / 2**20:.1f} MiB free in {where.parent})"
+        except OSError:
+            pass
+    hint = OS_ERROR_HINTS.get(exc.errno, "check the path and the file system")
+    err = WriteError(exc.errno, f"cannot write {where}: {reason}; {hint}")
+    err.filename = str(where)
+    return err
 
 
 def _umask() -> int:
@@ -67,10 +105,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> int:
 
     Returns the size of the new file in bytes. Use it for writers that want a file name
     (`torch.save`, safetensors' `save_file`); text and bytes have their own helpers below.
+    A failed write (no space, read-only, permission) raises `WriteError` naming `path`; the old
+    file stays as it was and no temp file is left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     os.close(fd)
     try:
         write(tmp)
@@ -78,9 +121,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> int:
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = None if isinstance(exc, WriteError) else os_error_in(exc)
+        if cause is not None:
+            raise write_error(path, cause) from exc
         raise
     fsync_dir(path.parent)
     return path.stat().st_size

@@ -47,11 +47,25 @@ def column_to_numpy(column: pa.ChunkedArray | pa.Array, spec: fmt.FeatureSpec, w
         if values.size != rows:
             raise DatasetError(f"{where}: column {spec.name!r} holds {values.size // max(rows, 1)} values per "
                                f"row; info.json says shape {list(spec.shape)}")
-        return values.astype(spec.numpy_dtype, copy=False)
+        return _finite(values.astype(spec.numpy_dtype, copy=False), spec, where)
     if values.size != rows * spec.width:
         raise DatasetError(f"{where}: column {spec.name!r} holds {values.size // max(rows, 1)} values per row; "
                            f"info.json says shape {list(spec.shape)}")
-    return values.reshape(rows, *spec.shape).astype(spec.numpy_dtype, copy=False)
+    return _finite(values.reshape(rows, *spec.shape).astype(spec.numpy_dtype, copy=False), spec, where)
+
+
+def _finite(values: np.ndarray, spec: fmt.FeatureSpec, where: str) -> np.ndarray:
+    """`values` if every float in it is finite; else a DatasetError naming the first bad frame and dim."""
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return values
+    flat = values.reshape(len(values), -1)
+    row = int(np.argmax(~np.isfinite(flat).all(axis=1)))
+    dim = int(np.argmax(~np.isfinite(flat[row])))
+    count = int((~np.isfinite(flat)).any(axis=1).sum())
+    raise DatasetError(f"{where}: column {spec.name!r} holds {flat[row, dim]} at frame {row}"
+                       + (f", dim {dim}" if flat.shape[1] > 1 else "")
+                       + f" ({count} frame(s) with NaN/inf in this episode); numeric data must be finite: "
+                       "fix or drop the episode")
 
 
 class LeRobotReader:

@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from vla.checkpoint import torch_load_weights_only
 from vla.errors import VLAError
 from vla.io import write_json
 
@@ -110,9 +111,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path), device="cpu"))
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as exc:  # noqa: BLE001 - safetensors' header/size errors: name the file
+            raise CheckpointFileError(f"{path}: cannot load this safetensors file: {exc}") from None
     if path.suffix in (".pt", ".pth", ".bin"):
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = torch_load_weights_only(path, CheckpointFileError)
         for key in _WRAPPER_KEYS:  # unwrap {'state_dict': {...}} style files
             if isinstance(obj, dict) and isinstance(obj.get(key), dict) and len(obj) <= 3:
                 obj = obj[key]
