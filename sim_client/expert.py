@@ -38,6 +38,8 @@ OPEN, CLOSE = -1.0, 1.0
 
 MAX_SPAN = 0.072          # widest part the Panda fingers close around (opening ~0.08 m)
 RING_BAND = 0.01          # collision boxes this close below the highest one form a wide object's rim
+FINGER_OFFSET = 0.045     # the open outer finger's distance from the grip site
+FINGER_CLEARANCE = 0.02   # free space wanted around it when it comes down beside a wall
 GRASP_DEPTH = 0.025       # how far below an object's top the grip site goes
 TIP_CLEARANCE = 0.012     # grip site at least this far above an object's bottom (fingertips below it)
 HOVER = 0.07              # approach height above the grasp point
@@ -227,6 +229,44 @@ class Scene:
         world = np.einsum("gij,gkj->gki", rot, local) + self.d.geom_xpos[g][:, None, :]
         return world.reshape(-1, 3)
 
+    def _boxes(self, skip) -> np.ndarray:
+        ids = [self.geoms(n) for n in self.solids() if n not in skip]
+        return np.concatenate(ids) if ids else np.zeros(0, int)
+
+    def _box_distance(self, g: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """[G, P] distance from each point to each geom's box, in the geom's own frame."""
+        aabb = self.m.geom_aabb[g]
+        rot = self.d.geom_xmat[g].reshape(-1, 3, 3)
+        rel = points[None, :, :] - self.d.geom_xpos[g][:, None, :] if points.ndim == 2 else points
+        local = np.einsum("gji,gpj->gpi", rot, rel) - aabb[:, None, :3]
+        return np.linalg.norm(np.maximum(np.abs(local) - aabb[:, None, 3:], 0.0), axis=2)
+
+    def top_over(self, path_xy: np.ndarray, margin: float, skip) -> float:
+        """Highest top of the other solids' collision boxes whose footprint comes within `margin`
+        of the points `path_xy` [P, 2]; -inf when none does."""
+        g = self._boxes(skip)
+        if len(g) == 0:
+            return -np.inf
+        centres = self.d.geom_xpos[g]
+        # Each path point at each box's own height: the distance is then the footprint's.
+        rel = np.concatenate([path_xy[None, :, :] - centres[:, None, :2],
+                              np.zeros((len(g), len(path_xy), 1))], axis=2)
+        near = self._box_distance(g, rel).min(1) < margin
+        if not near.any():
+            return -np.inf
+        aabb = self.m.geom_aabb[g[near]]
+        rot = self.d.geom_xmat[g[near]].reshape(-1, 3, 3)
+        # Top of each box: its centre's height plus the vertical extent of its half-sizes.
+        tops = centres[near, 2] + np.einsum("gj,gj->g", np.abs(rot[:, 2, :]), aabb[:, 3:]) \
+            + np.einsum("gj,gj->g", rot[:, 2, :], aabb[:, :3])
+        return float(tops.max())
+
+    def clearance(self, points: np.ndarray, skip: str) -> float:
+        """Distance from `points` [P, 3] to the nearest collision box of any other solid (each geom's
+        box in its own frame, so a rotated wall is as thin as it is)."""
+        g = self._boxes((skip,))
+        return float(self._box_distance(g, points).min()) if len(g) else np.inf
+
     def geom_centres(self, name: str) -> np.ndarray:
         """World centres of an object's collision boxes, [G, 3]."""
         g = self.geoms(name)
@@ -243,6 +283,9 @@ class Scene:
         return float(self.corners(name)[:, 2].min())
 
     # robot
+    def base_pos(self) -> np.ndarray:
+        return self.d.xpos[self.m.body("robot0_base").id].copy()
+
     def eef_pos(self) -> np.ndarray:
         return self.d.site_xpos[self.eef_site].copy()
 
@@ -263,9 +306,9 @@ class Grasp:
     yaw: float          # fingers close along (cos yaw, sin yaw)
 
 
-def plan_grasp(scene: Scene, name: str, eef_xy: np.ndarray, yaw_now: float) -> Grasp:
+def plan_grasp(scene: Scene, name: str, yaw_now: float) -> Grasp:
     """Top-down grasp: across the object's narrowest horizontal width if it fits between the
-    fingers, else on its rim (the point of the outline nearest the gripper), fingers radial."""
+    fingers, else on its rim (the clear side facing the robot), fingers radial."""
     pts = scene.corners(name)
     top, bottom = pts[:, 2].max(), pts[:, 2].min()
     xy = pts[:, :2]
@@ -282,17 +325,37 @@ def plan_grasp(scene: Scene, name: str, eef_xy: np.ndarray, yaw_now: float) -> G
     if widths[i] <= MAX_SPAN:
         yaw = math.atan2(u[1], u[0])
         point = np.array([centre[0], centre[1], z])
-    else:  # too wide to span (a bowl): pinch its wall nearest the gripper, fingers closing radially
-        d = eef_xy - centre
-        d = d / (np.linalg.norm(d) + 1e-9) if np.linalg.norm(d) > 1e-6 else np.array([-1.0, 0.0])
+    else:  # too wide to span (a bowl): pinch its wall, fingers closing radially
         # The wall: the highest ring of collision boxes; grip it at its centres' radius and height.
         walls = scene.geom_centres(name)
         ring = walls[walls[:, 2] >= walls[:, 2].max() - RING_BAND]
-        reach = float(((ring[:, :2] - centre) @ d).max())
+        z = max(float(ring[:, 2].mean()), bottom + TIP_CLEARANCE)
+        # Of the sides where the outer finger comes down clear of everything else (a drawer's
+        # wall, a neighbour), the one facing the robot: the hand then stays within easy reach
+        # wherever the object is carried (a straight arm cannot lower the far side of a bowl).
+        best = None
+        toward = scene.base_pos()[:2] - centre
+        toward = toward / (np.linalg.norm(toward) + 1e-9)
+        heights = z + np.array([-0.012, 0.0, 0.02, 0.05])   # the finger's tip up to its knuckle
+        for a in np.deg2rad(np.arange(0.0, 360.0, 15.0)):
+            d = np.array([math.cos(a), math.sin(a)])
+            reach = float(((ring[:, :2] - centre) @ d).max())
+            finger = centre + d * (reach + FINGER_OFFSET)
+            column = np.column_stack([np.repeat(finger[None], len(heights), 0), heights])
+            clear = scene.clearance(column, skip=name)
+            score = (min(clear, FINGER_CLEARANCE), float(d @ toward))
+            if best is None or score > best[0]:
+                best = (score, d, reach)
+        _, d, reach = best
         rim = centre + d * reach
         yaw = math.atan2(d[1], d[0])
-        point = np.array([rim[0], rim[1], max(float(ring[:, 2].mean()), bottom + TIP_CLEARANCE)])
+        point = np.array([rim[0], rim[1], z])
     return Grasp(point=point, yaw=_nearest_yaw(yaw, yaw_now))
+
+
+def _approach_speed(dz: float) -> float:
+    """Full speed while far above a contact, slower over the last few centimetres."""
+    return 1.0 if abs(dz) > 0.04 else 0.6
 
 
 def _nearest_yaw(yaw: float, ref: float) -> float:
@@ -320,7 +383,8 @@ class Expert:
         self.grasp: Grasp | None = None
         self.hold_offset: np.ndarray | None = None  # object position − grip site while carried
         self.hang = 0.0                # grip site height above the carried object's bottom
-        self._carry: float | None = None
+        self._lift_from = np.zeros(3)
+        self._lift_z: float | None = None
         self._gap = 0.0
         self.gripper = OPEN
         self.steps = 0
@@ -345,34 +409,20 @@ class Expert:
         return s.obj_pos(goal.target)[:2], s.top(goal.target)
 
     def _path_top(self, start_xy: np.ndarray, end_xy: np.ndarray, margin: float, skip: tuple[str, ...]) -> float:
-        """Highest top of the objects and fixtures whose footprint (grown by `margin`) the straight
-        path start → end passes over; -inf when it passes over none."""
-        s = self.scene
+        """Highest top of the collision boxes (of other objects and fixtures) that the straight path
+        start → end passes over within `margin`; -inf when it passes over none."""
         n = max(2, int(np.linalg.norm(end_xy - start_xy) / 0.01) + 1)
-        path = np.linspace(start_xy, end_xy, n)
-        best = -np.inf
-        for name in s.solids():
-            if name in skip:
-                continue
-            c = s.corners(name)
-            lo, hi = c[:, :2].min(0) - margin, c[:, :2].max(0) + margin
-            if np.any(np.all((path >= lo) & (path <= hi), axis=1)):
-                best = max(best, float(c[:, 2].max()))
-        return best
+        return self.scene.top_over(np.linspace(start_xy, end_xy, n), margin, skip)
 
-    def _carry_z(self, goal: PickPlace) -> float:
-        """Grip-site height that carries the object's bottom over everything on its way to the target
-        (chosen once, at the start of the lift, from where the object is then)."""
-        if self._carry is None:
-            s = self.scene
-            place_xy, top = self._target_xy_top(goal)
-            start = s.obj_pos(goal.obj)[:2]
-            pts = s.corners(goal.obj)
-            radius = float(np.max(np.linalg.norm(pts[:, :2] - start, axis=1)))
-            over = self._path_top(start, place_xy, radius, (goal.obj,))
-            lifted = s.bottom(goal.obj) + MIN_LIFT
-            self._carry = max(over + CARRY_CLEARANCE, top + CARRY_CLEARANCE, lifted) + self.hang
-        return self._carry
+    def _carry_z(self, goal: PickPlace, from_xy: np.ndarray, floor: float) -> float:
+        """Grip-site height that carries the object's bottom (at least at `floor`) over everything
+        between `from_xy` and the target."""
+        s = self.scene
+        place_xy, top = self._target_xy_top(goal)
+        pts = s.corners(goal.obj)
+        radius = float(np.max(np.linalg.norm(pts[:, :2] - s.obj_pos(goal.obj)[:2], axis=1)))
+        over = self._path_top(from_xy, place_xy, radius, (goal.obj,))
+        return max(over + CARRY_CLEARANCE, top + CARRY_CLEARANCE, floor) + self.hang
 
     def _move(self, target: np.ndarray, yaw: float | None = None, max_speed: float = 1.0) -> np.ndarray:
         s = self.scene
@@ -420,7 +470,7 @@ class Expert:
 
         if phase == "approach":
             if self.grasp is None or self.t % 10 == 1:   # re-plan: the object may have been nudged
-                self.grasp = plan_grasp(s, goal.obj, eef[:2], self._yaw_now() if self.grasp is None
+                self.grasp = plan_grasp(s, goal.obj, self._yaw_now() if self.grasp is None
                                         else self.grasp.yaw)
             hover = self.grasp.point + np.array([0.0, 0.0, HOVER])
             hover[2] = max(hover[2], self._path_top(eef[:2], hover[:2], GRIPPER_RADIUS, (goal.obj,)) + HAND_CLEARANCE)
@@ -433,9 +483,9 @@ class Expert:
 
         if phase == "descend":
             target = self.grasp.point
-            if np.linalg.norm(target - eef) < 0.006 or self.t > 40:
-                self._to("close")
-            return self._move(target, self.grasp.yaw, max_speed=0.6)
+            if np.linalg.norm(target - eef) < 0.006 or self.t > 60:
+                self._to("close", "" if self.t <= 60 else "descend timeout")
+            return self._move(target, self.grasp.yaw, max_speed=_approach_speed(target[2] - eef[2]))
 
         if phase == "close":
             self.gripper = CLOSE
@@ -444,13 +494,15 @@ class Expert:
             self._gap = gap
             if settled or self.t >= 20:
                 self._lift_from = s.obj_pos(goal.obj)
+                self._lift_z = None
                 self.hang = eef[2] - s.bottom(goal.obj)
-                self._carry = None
                 self._to("lift")
             return self._move(self.grasp.point, self.grasp.yaw)
 
         if phase == "lift":
-            carry_z = self._carry_z(goal)
+            if self._lift_z is None:  # what the whole way needs, seen from where the object is picked
+                self._lift_z = self._carry_z(goal, self._lift_from[:2], s.bottom(goal.obj) + MIN_LIFT)
+            carry_z = self._lift_z
             target = np.array([self.grasp.point[0], self.grasp.point[1], carry_z])
             risen = s.obj_pos(goal.obj)[2] - self._lift_from[2]
             if eef[2] - self.grasp.point[2] > 0.05 and risen < 0.025:
@@ -471,16 +523,18 @@ class Expert:
             place_xy, top = self._target_xy_top(goal)
             xy = place_xy - self.hold_offset[:2]
             if phase == "carry":
-                carry_z = self._carry_z(goal)
-                target = np.array([xy[0], xy[1], max(carry_z, eef[2] if self.t < 3 else carry_z)])
+                # What the rest of the way needs: it comes down as soon as the object is past the
+                # last thing it must clear.
+                carry_z = self._carry_z(goal, obj[:2], -np.inf)
+                target = np.array([xy[0], xy[1], carry_z])
                 if np.linalg.norm(target[:2] - eef[:2]) < 0.008 or self.t > 100:
                     self._to("lower")
                 return self._move(target, self.grasp.yaw)
             release_z = top + RELEASE_GAP[goal.relation] + (eef[2] - s.bottom(goal.obj))
             target = np.array([xy[0], xy[1], release_z])
-            if abs(release_z - eef[2]) < 0.006 or self.t > 40:
-                self._to("release")
-            return self._move(target, self.grasp.yaw, max_speed=0.6)
+            if abs(release_z - eef[2]) < 0.006 or self.t > 80:
+                self._to("release", "" if self.t <= 80 else "lower timeout")
+            return self._move(target, self.grasp.yaw, max_speed=_approach_speed(release_z - eef[2]))
 
         if phase == "release":
             self.gripper = OPEN
