@@ -1,7 +1,7 @@
 """Dynamic batcher: one queue shared by every transport, one model at a time.
 
-A transport thread `announce()`s a request as soon as it has one, prepares it (schema check,
-transforms), then `submit()`s it and waits on the returned Future (gRPC threads block on it;
+A transport thread `announce()`s a request as soon as it has one, prepares it (`policy.prepare`:
+schema check, transforms), then `submit()`s it and waits on the returned Future (gRPC threads block on it;
 the asyncio side awaits it via asyncio.wrap_future).
 
 Batching costs a lone request nothing:
@@ -104,6 +104,7 @@ class Batcher:
         self._solo_s = float("inf")     # how long a batch of one takes (moving average)
         self._thread: threading.Thread | None = None
         self.warmup_s = 0.0
+        self.prepare_s = float("inf")   # the policy's prepare() on the warm-up observation
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -183,7 +184,7 @@ class Batcher:
 
     def submit(self, obs: dict[str, Any], request_id: str = "", deadline: float | None = None, *,
                announced: bool = False, inline_ok: bool = False) -> Future:
-        """Queue one prepared observation; the Future resolves to a Reply or raises PolicyError.
+        """Queue one prepared sample (the policy's `prepare` result); the Future resolves to a Reply or raises PolicyError.
 
         `inline_ok`: the caller may block, so if the model is idle and nothing else is expected
         the batch of one runs on this thread and the Future comes back already resolved."""
@@ -220,15 +221,19 @@ class Batcher:
 
     # -- worker --------------------------------------------------------------------
     def _warmup(self) -> None:
-        make = getattr(self.policy, "warmup_observation", None)
-        if not self.config.warmup or make is None:
+        if not self.config.warmup:
             return
         start = time.monotonic()
-        obs = make()
-        # Both the single and the full batch shape, so neither first real request pays for it.
+        # The request path: prepare() (timed: the service runs a slow one off the event loop), then
+        # infer_batch() for both the single and the full batch shape, so neither first real request
+        # pays for it.
+        obs = self.policy.warmup_observation()
+        t0 = time.monotonic()
+        sample = self.policy.prepare(obs)
+        self.prepare_s = time.monotonic() - t0
         for size in sorted({1, self.config.max_batch_size}):
             t0 = time.monotonic()
-            self.policy.infer_batch([obs] * size)
+            self.policy.infer_batch([sample] * size)
             if size == 1:
                 self._solo_s = time.monotonic() - t0
         self.warmup_s = time.monotonic() - start

@@ -1,7 +1,7 @@
 """The model engine: a trained work dir served as a `Policy`.
 
     engine = load_engine("work_dirs/demo")            # the checkpoint `latest` names
-    engine.infer_batch([obs, obs]) -> [actions [chunk, 7], ...]
+    engine.infer_batch([engine.prepare(obs), ...]) -> [actions [chunk, 7], ...]
 
 Loading reads `config.json` (data only: no config .py is executed), `dataset_statistics.json`
 and one weights-only checkpoint (`.pt` via torch.load(weights_only=True), or `.safetensors`).
@@ -34,6 +34,7 @@ from vla.io import read_json
 from vla.normalize import STATISTICS_FILENAME, DatasetStatistics, load_statistics
 from vla.wire import protocol
 from vla.wire.errors import ErrorCode, PolicyError
+from vla.wire.server_info import ServerInfo
 
 log = logging.getLogger("policy_server.engine")
 
@@ -112,15 +113,16 @@ def finite_actions(actions: np.ndarray) -> np.ndarray | PolicyError:
                        "outside the range of the training statistics")
 
 
-class Prepared(dict):
-    """An observation already run through the eval transforms (made by `ModelEngine.validate`)."""
-
-
 class ModelEngine(BasePolicy):
-    prepare_in_thread = True
+    """A trained model behind the server's `Policy` contract (policy_server/policy.py).
+
+    prepare(obs)          schema check, then the eval transforms (bound to the work dir's statistics
+                          and the model's sizes); a transform's error is INVALID_ARGUMENT.
+    infer_batch(samples)  collate, one seeded sampling call, denormalise each chunk.
+    """
 
     def __init__(self, model: torch.nn.Module, transforms: list[Any], denormalize: Any,
-                 statistics: DatasetStatistics, info: dict[str, Any], device: str = "cpu", seed: int = 0):
+                 statistics: DatasetStatistics, info: ServerInfo, device: str = "cpu", seed: int = 0):
         self.model = model
         self.transforms = transforms
         self.denormalize = denormalize
@@ -142,24 +144,18 @@ class ModelEngine(BasePolicy):
         gen = torch.Generator().manual_seed(self.seed)
         self._noise = torch.randn(self.chunk_length, self.noise_dim, generator=gen)
 
-    def info(self) -> dict[str, Any]:
-        return dict(self._info)
+    def info(self) -> ServerInfo:
+        return self._info
 
-    def preprocess(self, obs: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(obs, Prepared):
-            return obs
-        data = dict(obs)
-        for t in self.transforms:
-            data = t(data)
-        return data
-
-    def validate(self, obs: Any) -> Prepared:
-        """Schema check, then the eval transforms, on the caller's thread (not the model worker's)."""
-        obs = super().validate(obs)
+    def prepare(self, obs: Any) -> dict[str, Any]:
+        """Schema check, then the eval transforms, on the transport's thread (not the model's)."""
+        data = super().prepare(obs)
         try:
-            return Prepared(check_model_inputs(self.preprocess(obs)))
+            for t in self.transforms:
+                data = t(data)
         except eval_transforms.EvalTransformError as exc:
             raise PolicyError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+        return check_model_inputs(data)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = {}
@@ -180,20 +176,9 @@ class ModelEngine(BasePolicy):
             out = self.model.predict_action(batch)
         return out.float().cpu().numpy()
 
-    def infer_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
-        results: list[np.ndarray | PolicyError | None] = [None] * len(observations)
-        samples, slots = [], []
-        for i, obs in enumerate(observations):
-            try:
-                samples.append(self.preprocess(obs))
-                slots.append(i)
-            except eval_transforms.EvalTransformError as exc:
-                results[i] = PolicyError(ErrorCode.INVALID_ARGUMENT, str(exc))
-        if samples:
-            actions = self.predict(self.collate(samples))
-            for j, i in enumerate(slots):
-                results[i] = finite_actions(self.denormalize(actions[j]))
-        return results  # type: ignore[return-value]
+    def infer_batch(self, samples: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
+        actions = self.predict(self.collate(samples))
+        return [finite_actions(self.denormalize(a)) for a in actions]
 
 
 def _build_eval(cfg: dict, source: str, tokenizer_path: str | None) -> tuple[list[Any], Any]:
@@ -272,20 +257,20 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
     st = weights.stat()
     digest.update(f"{weights.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     model_type = str(model_cfg.get("type"))
-    info = {
-        "model": model_type,
-        "checkpoint": weights.name,
-        "chunk_length": int(model.chunk_length),
-        "action_dim": int(getattr(denorm, "action_dim", model.action_dim)),
-        "inputs": BasePolicy.input_specs,
-        "image_orientation": protocol.ORIENTATION_AS_RENDERED,
-        "model_version": f"{weights.stem}-{digest.hexdigest()[:12]}",
-        "statistic_name": statistic_name,
-        "work_dir": str(work_dir),
-        "state_dim": getattr(model, "state_dim", None),
-        "model_action_dim": int(model.action_dim),
-        "gripper_convention": getattr(denorm, "convention", None),
-        "weights_loaded": report.loaded,
-    }
+    info = ServerInfo(
+        model=model_type,
+        checkpoint=weights.name,
+        chunk_length=int(model.chunk_length),
+        action_dim=int(getattr(denorm, "action_dim", model.action_dim)),
+        inputs=BasePolicy.input_specs,
+        image_orientation=protocol.ORIENTATION_AS_RENDERED,
+        model_version=f"{weights.stem}-{digest.hexdigest()[:12]}",
+        statistic_name=statistic_name,
+        work_dir=str(work_dir),
+        state_dim=getattr(model, "state_dim", None),
+        model_action_dim=int(model.action_dim),
+        gripper_convention=getattr(denorm, "convention", None),
+        weights_loaded=report.loaded,
+    )
     log.info("loaded %s from %s (%s)", model_type, weights, report.summary())
     return ModelEngine(model, transforms, denorm, statistics, info, device=device, seed=seed)

@@ -53,7 +53,7 @@ class _Servicer:
             self._abort(context, err, request_id)
         return policy_pb2.InferResponse(
             actions=protocol.array_to_tensor(out["actions"], policy_pb2.Tensor),
-            server_timing_ms=(time.monotonic() - started) * 1000.0,
+            server_timing_ms=out["server_timing"]["infer_ms"],
             policy_timing_ms=out["policy_timing"]["infer_ms"],
             model_version=out["model_version"],
             request_id=request_id,
@@ -65,7 +65,7 @@ class _Servicer:
             self.service.check_auth(md.get(protocol.AUTH_HEADER))
         except PolicyError as err:
             self._abort(context, err, "")
-        return protocol.info_to_proto(self.service.info(), policy_pb2.ServerInfoResponse, policy_pb2.InputSpec)
+        return self.service.info().to_proto()
 
 
 class GrpcTransport:

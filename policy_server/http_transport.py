@@ -97,7 +97,7 @@ def _websocket_handler(service: PolicyService) -> Any:
             await send({"type": "websocket.close", "code": 1008, "reason": "unauthenticated"})  # HTTP 403
             return
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "bytes": codec.packb(service.info())})
+        await send({"type": "websocket.send", "bytes": codec.packb(service.info().to_dict())})
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -170,7 +170,7 @@ def build_app(service: PolicyService) -> _InferFastPath:
             service.check_auth(request.headers.get(protocol.AUTH_HEADER))
         except PolicyError as err:
             return _error_response(err, False)
-        return JSONResponse(service.info())
+        return JSONResponse(service.info().to_dict())
 
     @app.get(protocol.HEALTH_PATH)
     async def healthz() -> Response:

@@ -1,19 +1,22 @@
-"""The `Policy` protocol every engine behind the server implements.
+"""The `Policy` contract every engine behind the server implements.
 
-A policy answers two calls, both from the single batcher worker thread (never concurrently):
+    info() -> ServerInfo          what the server states about itself (vla.wire.server_info);
+                                  the service adds its own limits (max_batch_size, max_message_bytes).
+    prepare(obs) -> sample        the schema check and the policy's input transforms for one decoded
+                                  observation. Raises PolicyError (INVALID_ARGUMENT naming the key)
+                                  for bad input. Runs on the transport's threads (gRPC workers, the
+                                  service's prep pool for HTTP/websocket), never on the event loop or
+                                  the model thread, so per-request preprocessing runs in parallel with
+                                  the model and a bad request never reaches a batch.
+    infer_batch(samples) -> list  one float32 [chunk_length, action_dim] array per prepared sample, in
+                                  order; a PolicyError in a slot fails only that request. Called with
+                                  prepare()'s results only, by one thread at a time.
+    warmup_observation() -> obs   a raw observation; warm-up runs it through prepare() and
+                                  infer_batch() exactly as a request, before /readyz turns true.
+    close()                       release what the policy holds (server shutdown).
 
-    info() -> dict           the ServerInfo (DESIGN §3): model, checkpoint, chunk_length,
-                             action_dim, inputs (InputSpec dicts), image_orientation,
-                             model_version, plus any extra JSON-able keys.
-    infer_batch(observations: list[dict]) -> list[np.ndarray | PolicyError]
-                             one float32 [chunk, action_dim] array per observation, in order;
-                             a PolicyError in a slot fails only that request.
-
-`validate(obs)` runs on the transport's thread before the request is queued, so a bad
-request never reaches (or fails) a batch; it returns what to enqueue (the engine returns the
-already-transformed sample, so per-request preprocessing runs in parallel with the model).
-A policy with `prepare_in_thread = True` has validate() run off the asyncio event loop.
-`warmup_observation()` gives the batcher something to run before /readyz turns true.
+`BasePolicy` gives the LIBERO defaults (input schema, a LIBERO-size warm-up observation); the
+scripted policies and the model engine derive from it.
 """
 from __future__ import annotations
 
@@ -23,36 +26,38 @@ import numpy as np
 
 from policy_server import schema
 from vla.wire.errors import PolicyError
+from vla.wire.server_info import InputSpec, ServerInfo
 
 
 @runtime_checkable
 class Policy(Protocol):
-    def info(self) -> dict[str, Any]: ...
+    def info(self) -> ServerInfo: ...
 
-    def infer_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]: ...
+    def prepare(self, obs: Any) -> Any: ...
+
+    def infer_batch(self, samples: list[Any]) -> list[np.ndarray | PolicyError]: ...
+
+    def warmup_observation(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 class BasePolicy:
-    """Defaults shared by the scripted policies and the model engine: LIBERO input schema."""
+    """Defaults shared by the scripted policies and the model engine: the LIBERO input schema."""
 
-    input_specs: list[dict[str, Any]] = schema.LIBERO_INPUT_SPECS
+    input_specs: tuple[InputSpec, ...] = schema.LIBERO_INPUT_SPECS
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ServerInfo:
         raise NotImplementedError
 
-    def infer_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
-        raise NotImplementedError
-
-    def validate(self, obs: dict[str, Any]) -> dict[str, Any]:
+    def prepare(self, obs: Any) -> Any:
         return schema.validate_observation(obs)
+
+    def infer_batch(self, samples: list[Any]) -> list[np.ndarray | PolicyError]:
+        raise NotImplementedError
 
     def warmup_observation(self) -> dict[str, Any]:
         return schema.example_observation()
 
     def close(self) -> None:
         pass
-
-
-def validate(policy: Any, obs: dict[str, Any]) -> dict[str, Any]:
-    fn = getattr(policy, "validate", None)
-    return fn(obs) if fn is not None else obs

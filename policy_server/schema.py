@@ -13,6 +13,7 @@ import numpy as np
 
 from vla.wire import protocol
 from vla.wire.errors import ErrorCode, PolicyError
+from vla.wire.server_info import InputSpec
 
 MAX_IMAGE_SIDE = 2048
 MAX_PROMPT_CHARS = 2000
@@ -31,16 +32,15 @@ _DESCRIPTIONS = {
 }
 
 
-def _spec(key: str, dtype: str, shape: tuple[int, ...], required: bool) -> dict[str, Any]:
-    return {"key": key, "dtype": dtype, "shape": list(shape), "required": required,
-            "description": _DESCRIPTIONS.get(key, "")}
+def _spec(key: str, dtype: str, shape: tuple[int, ...], required: bool) -> InputSpec:
+    return InputSpec(key, dtype, tuple(shape), required, _DESCRIPTIONS.get(key, ""))
 
 
 # Either key set is complete on its own, so neither is individually required.
-LIBERO_INPUT_SPECS: list[dict[str, Any]] = (
-    [_spec(k, d, s, False) for k, (d, s) in protocol.SIM_KEYS.items()]
-    + [_spec(k, d, s, False) for k, (d, s) in protocol.OPENPI_KEYS.items()]
-    + [_spec(protocol.PROMPT_KEY, "str", (), True)]
+LIBERO_INPUT_SPECS: tuple[InputSpec, ...] = (
+    *(_spec(k, d, s, False) for k, (d, s) in protocol.SIM_KEYS.items()),
+    *(_spec(k, d, s, False) for k, (d, s) in protocol.OPENPI_KEYS.items()),
+    _spec(protocol.PROMPT_KEY, "str", (), True),
 )
 
 

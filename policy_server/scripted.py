@@ -13,7 +13,9 @@ fault   noop actions, but a request's `fault` string picks an error: a taxonomy 
         request alone with that code; `CRASH` raises inside the batch (a server bug: every
         request in the batch gets INTERNAL, the traceback stays in the server log). A numeric
         `sleep_ms` makes the batch take that long (deadline and drain tests).
-All take `compute_ms`: a sleep per batch that stands in for model time.
+All take `compute_ms`: a sleep per batch that stands in for model time. They follow the server's
+`Policy` contract (policy_server/policy.py): `prepare` is the schema check, which passes the extra
+keys above through to `infer_batch`.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from vla.config import ConfigError
 from vla.io import read_json
 from vla.wire import protocol
 from vla.wire.errors import ErrorCode, PolicyError
+from vla.wire.server_info import ServerInfo
 
 ACTION_DIM = 7
 NOOP_ACTION = np.array([0.0] * 6 + [-1.0], dtype=np.float32)
@@ -59,17 +62,11 @@ class ScriptedPolicy(BasePolicy):
         self.chunk_length = int(chunk_length)
         self.compute_ms = float(compute_ms)
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "model": f"scripted:{self.name}",
-            "checkpoint": "",
-            "chunk_length": self.chunk_length,
-            "action_dim": ACTION_DIM,
-            "inputs": self.input_specs,
-            "image_orientation": protocol.ORIENTATION_AS_RENDERED,
-            "model_version": f"scripted-{self.name}-1",
-            "scripted": self.name,
-        }
+    def info(self) -> ServerInfo:
+        return ServerInfo(model=f"scripted:{self.name}", checkpoint="", chunk_length=self.chunk_length,
+                          action_dim=ACTION_DIM, inputs=self.input_specs,
+                          image_orientation=protocol.ORIENTATION_AS_RENDERED,
+                          model_version=f"scripted-{self.name}-1", scripted=self.name)
 
     def _sleep(self, extra_ms: float = 0.0) -> None:
         total = self.compute_ms + extra_ms
@@ -79,9 +76,9 @@ class ScriptedPolicy(BasePolicy):
     def _noop_chunk(self) -> np.ndarray:
         return np.tile(NOOP_ACTION, (self.chunk_length, 1))
 
-    def infer_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
+    def infer_batch(self, samples: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
         self._sleep()
-        return [self._noop_chunk() for _ in observations]
+        return [self._noop_chunk() for _ in samples]
 
 
 class NoopPolicy(ScriptedPolicy):
@@ -124,10 +121,9 @@ class ReplayPolicy(ScriptedPolicy):
             raise ConfigError(f"replay sequence {name!r} has NaN or infinite values")
         return arr
 
-    def info(self) -> dict[str, Any]:
-        out = super().info()
-        out["replay_sequences"] = {k: len(v) for k, v in sorted(self.sequences.items())[:100]}
-        return out
+    def info(self) -> ServerInfo:
+        return super().info().replace(
+            replay_sequences={k: len(v) for k, v in sorted(self.sequences.items())[:100]})
 
     def chunk_for(self, obs: dict[str, Any]) -> np.ndarray:
         key = obs.get("replay_key")
@@ -149,10 +145,10 @@ class ReplayPolicy(ScriptedPolicy):
             chunk = np.concatenate([chunk, np.tile(hold, (self.chunk_length - len(chunk), 1))])
         return chunk.copy()
 
-    def infer_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
+    def infer_batch(self, samples: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
         self._sleep()
         out: list[np.ndarray | PolicyError] = []
-        for obs in observations:
+        for obs in samples:
             try:
                 out.append(self.chunk_for(obs))
             except PolicyError as exc:
@@ -163,11 +159,11 @@ class ReplayPolicy(ScriptedPolicy):
 class FaultPolicy(ScriptedPolicy):
     name = "fault"
 
-    def infer_batch(self, observations: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
-        sleep_ms = max((_int_field(o, "sleep_ms", 0) for o in observations), default=0)
+    def infer_batch(self, samples: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
+        sleep_ms = max((_int_field(o, "sleep_ms", 0) for o in samples), default=0)
         self._sleep(sleep_ms)
         out: list[np.ndarray | PolicyError] = []
-        for obs in observations:
+        for obs in samples:
             fault = obs.get("fault")
             if fault == "CRASH":
                 raise RuntimeError("scripted crash requested by a client (fault=CRASH)")

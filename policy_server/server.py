@@ -16,13 +16,14 @@ import uvicorn
 from policy_server.batcher import BatcherConfig
 from policy_server.grpc_transport import GrpcTransport
 from policy_server.http_transport import build_app
+from policy_server.policy import Policy
 from policy_server.service import PolicyService, ServiceConfig
 
 log = logging.getLogger("policy_server")
 
 
 class PolicyServer:
-    def __init__(self, policy: Any, *, host: str = "127.0.0.1", grpc_port: int | None = None,
+    def __init__(self, policy: Policy, *, host: str = "127.0.0.1", grpc_port: int | None = None,
                  http_port: int | None = None, batcher: BatcherConfig | None = None,
                  service: ServiceConfig | None = None, grpc_workers: int = 32):
         self.service = PolicyService(policy, batcher, service)
@@ -65,8 +66,7 @@ class PolicyServer:
         self.service.batcher.wait_ready()
         if self.grpc and not self.service.draining:
             self.grpc.set_serving(True)
-        info = self.service.info()
-        log.info("policy_server ready: model=%s grpc=%s http=%s warm-up %.2fs", info.get("model"),
+        log.info("policy_server ready: model=%s grpc=%s http=%s warm-up %.2fs", self.service.info().model,
                  self.grpc_port, self.http_port, self.service.batcher.warmup_s)
 
     def wait_ready(self, timeout_s: float = 60.0) -> bool:
@@ -102,9 +102,7 @@ class PolicyServer:
             self._uvicorn.should_exit = True
             self._http_thread.join(grace_s + 6.0)
         self.service.batcher.stop()
-        close = getattr(self.service.policy, "close", None)
-        if close:
-            close()
+        self.service.close()
 
     def __enter__(self) -> "PolicyServer":
         return self

@@ -1,8 +1,10 @@
-"""The transport-independent request path: auth, validation, batching, metrics, replies.
+"""The transport-independent request path: auth, policy.prepare, batching, metrics, replies.
 
 Every transport (gRPC, HTTP, websocket) calls `handle` / `ahandle` with a decoded
-observation and turns the reply dict or the PolicyError into its own wire form. Anything
-that is not a PolicyError is a server bug: it is logged with the request id and the client
+observation. The service runs the policy's `prepare` off the model's thread (the policy
+contract, policy_server/policy.py), queues the sample on the batcher and builds the reply dict,
+`server_timing` included; the transport turns that dict or the PolicyError into its own wire
+form. Anything that is not a PolicyError is a server bug: it is logged with the request id and the client
 gets INTERNAL without a traceback.
 """
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any, Iterator
 
 from policy_server.batcher import Batcher, BatcherConfig, Reply
 from policy_server.metrics import Metrics
-from policy_server.policy import validate
+from policy_server.policy import Policy
 from vla.wire import codec, protocol
 from vla.wire.errors import ErrorCode, PolicyError
+from vla.wire.server_info import ServerInfo
 
 log = logging.getLogger("policy_server")
 
@@ -41,7 +44,7 @@ class ServiceConfig:
 
 
 class PolicyService:
-    def __init__(self, policy: Any, batcher_config: BatcherConfig | None = None,
+    def __init__(self, policy: Policy, batcher_config: BatcherConfig | None = None,
                  config: ServiceConfig | None = None, metrics: Metrics | None = None):
         self.policy = policy
         self.config = config or ServiceConfig()
@@ -49,17 +52,17 @@ class PolicyService:
             self.config.token = os.environ.get(protocol.TOKEN_ENV) or None
         self.metrics = metrics or Metrics()
         self.batcher = Batcher(policy, batcher_config, self.metrics)
-        self._info = dict(policy.info())
-        self._info.setdefault("max_batch_size", self.batcher.config.max_batch_size)
-        self._info.setdefault("max_message_bytes", self.config.max_message_bytes)
-        self.metrics.set_model(str(self._info.get("model", "")), str(self._info.get("checkpoint", "")))
+        info = policy.info()
+        self._info = info.replace(
+            max_batch_size=self.batcher.config.max_batch_size if info.max_batch_size is None else info.max_batch_size,
+            max_message_bytes=self.config.max_message_bytes if info.max_message_bytes is None else info.max_message_bytes)
+        self.metrics.set_model(self._info.model, self._info.checkpoint)
         self.draining = False
         self._inflight = 0
         self._idle = threading.Condition()
-        # A policy whose validate() does real work (the engine's image and prompt transforms) says so;
-        # the asyncio transports then run it on these threads, in parallel with the model.
-        self._prep_pool = (concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="prep")
-                           if getattr(policy, "prepare_in_thread", False) else None)
+        # The asyncio transports run a prepare() that takes real time (the engine's image and prompt
+        # transforms; the batcher times it at warm-up) on these threads, in parallel with the model.
+        self._prep_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="prep")
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -73,8 +76,13 @@ class PolicyService:
         self.draining = True
         self.batcher.stop_accepting()
 
-    def info(self) -> dict[str, Any]:
-        return dict(self._info)
+    def info(self) -> ServerInfo:
+        return self._info
+
+    def close(self) -> None:
+        """After the batcher stopped: release the prep threads and the policy."""
+        self._prep_pool.shutdown(wait=False, cancel_futures=True)
+        self.policy.close()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until every accepted request has its reply built (the drain's last step)."""
@@ -123,32 +131,34 @@ class PolicyService:
             limit = min(limit, max(timeout_s, 0.0))
         return time.monotonic() + limit
 
-    def _validated(self, obs: Any, request_id: str) -> dict[str, Any]:
+    def _prepared(self, obs: Any, request_id: str) -> Any:
+        """The policy's prepare() on the calling thread; its error names this request."""
         if self.draining:
             raise PolicyError(ErrorCode.UNAVAILABLE, "server is draining; retry on another replica", request_id)
         try:
-            return validate(self.policy, obs)
+            return self.policy.prepare(obs)
         except PolicyError as exc:
             exc.request_id = request_id
             raise
 
-    def _validate_and_submit(self, obs: Any, request_id: str, deadline: float,
-                             inline_ok: bool) -> concurrent.futures.Future:
+    def _prepare_and_submit(self, obs: Any, request_id: str, deadline: float,
+                            inline_ok: bool) -> concurrent.futures.Future:
         """Prepare an announced request and queue it (or, idle and `inline_ok`, run it here)."""
         try:
-            sample = self._validated(obs, request_id)
+            sample = self._prepared(obs, request_id)
         except BaseException:
             self.batcher.withdraw()
             raise
         return self.batcher.submit(sample, request_id, deadline, announced=True, inline_ok=inline_ok)
 
     def _reply(self, reply: Reply, request_id: str, started: float) -> dict[str, Any]:
+        """The reply dict every transport sends; `server_timing` is measured here, once, for all of them."""
         return {
             "actions": reply.actions,
             "server_timing": {"infer_ms": (time.monotonic() - started) * 1000.0,
                               "queue_ms": reply.queue_s * 1000.0, "batch_size": reply.batch_size},
             "policy_timing": {"infer_ms": reply.compute_s * 1000.0},
-            "model_version": str(self._info.get("model_version", "")),
+            "model_version": self._info.model_version,
             "request_id": request_id,
         }
 
@@ -195,7 +205,7 @@ class PolicyService:
         with self._accounted(transport, request_id, started):
             self.batcher.announce()
             # An idle model runs the request on this thread (no hand-offs).
-            future = self._validate_and_submit(obs, request_id, deadline, inline_ok=True)
+            future = self._prepare_and_submit(obs, request_id, deadline, inline_ok=True)
             try:
                 reply = future.result(timeout=max(deadline - time.monotonic(), 0.0) + 0.05)
             except concurrent.futures.TimeoutError:
@@ -216,14 +226,14 @@ class PolicyService:
                 # A lone request to a model that answers within the budget: prepared and run right
                 # here, as openpi's server runs every request. Two thread hand-offs would cost more
                 # than the event loop is held for.
-                future = self._validate_and_submit(obs, request_id, deadline, inline_ok=True)
-            elif self._prep_pool is not None:
+                future = self._prepare_and_submit(obs, request_id, deadline, inline_ok=True)
+            elif self.batcher.prepare_s > LOOP_BUDGET_S:
                 # Heavy per-request preprocessing runs off the event loop, and the prep thread queues
                 # the request itself (or, the model idle, runs it): no wait for the loop to come round.
-                future = await asyncio.wrap_future(self._prep_pool.submit(self._validate_and_submit, obs,
+                future = await asyncio.wrap_future(self._prep_pool.submit(self._prepare_and_submit, obs,
                                                                           request_id, deadline, True))
             else:
-                future = self._validate_and_submit(obs, request_id, deadline, inline_ok=False)
+                future = self._prepare_and_submit(obs, request_id, deadline, inline_ok=False)
             try:
                 reply = future.result() if future.done() else await asyncio.wait_for(asyncio.wrap_future(future),
                                                max(deadline - time.monotonic(), 0.0) + 0.05)

@@ -15,18 +15,19 @@ import numpy as np
 from sim_client.errors import SimClientError
 from vla.libero import CAMERA_KEYS, OPENPI_CAMERA_KEYS, OPENPI_STATE_KEY, PROPRIO_KEYS, libero_state, rotate_180
 from vla.wire import protocol
+from vla.wire.server_info import InputSpec, ServerInfo
 
 
 class RequestBuilder:
     """Turns a LIBERO observation into the request the server declared it wants."""
 
-    def __init__(self, info: dict[str, Any], resize_size: int = 224):
-        keys = {spec.get("key") for spec in info.get("inputs") or []}
+    def __init__(self, info: ServerInfo, resize_size: int = 224):
+        keys = info.input_keys
         sim = keys & set(protocol.SIM_KEYS)
         openpi = keys & set(protocol.OPENPI_KEYS)
         # A server that declares no inputs (openpi's) gets openpi's layout, pre-rotated as openpi's client does.
         self.layout = "sim" if sim and len(sim) >= len(openpi) else "openpi"
-        orientation = info.get("image_orientation") or (
+        orientation = info.image_orientation or (
             protocol.ORIENTATION_ROTATED_180 if self.layout == "openpi" else protocol.ORIENTATION_AS_RENDERED)
         if orientation not in protocol.ORIENTATIONS:
             raise SimClientError(f"server declares image_orientation {orientation!r}; known: {protocol.ORIENTATIONS}")
@@ -80,9 +81,9 @@ class RemotePolicy:
         self.url = url
         self.client = connect(url, timeout_s=timeout_s, retries=retries)
         self.ready_timeout_s = ready_timeout_s
-        self._info: dict[str, Any] | None = None
+        self._info: ServerInfo | None = None
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ServerInfo:
         if self._info is None:
             self.client.wait_ready(timeout_s=self.ready_timeout_s)
             self._info = self.client.server_info()
@@ -105,11 +106,11 @@ class LocalPolicy:
         self.sequences = {k: np.asarray(v, np.float32) for k, v in (sequences or {}).items()}
         self.requests: list[dict[str, Any]] = []
 
-    def info(self) -> dict[str, Any]:
-        return {"model": self.model, "chunk_length": self.chunk_length, "action_dim": 7,
-                "inputs": [{"key": k} for k in (*protocol.SIM_KEYS, protocol.PROMPT_KEY)],
-                "image_orientation": protocol.ORIENTATION_AS_RENDERED, "model_version": "local-1",
-                "scripted": "replay" if self.sequences else "noop"}
+    def info(self) -> ServerInfo:
+        return ServerInfo(model=self.model, chunk_length=self.chunk_length, action_dim=7,
+                          inputs=tuple(InputSpec(k) for k in (*protocol.SIM_KEYS, protocol.PROMPT_KEY)),
+                          image_orientation=protocol.ORIENTATION_AS_RENDERED, model_version="local-1",
+                          scripted="replay" if self.sequences else "noop")
 
     def infer(self, request: dict[str, Any]) -> dict[str, Any]:
         self.requests.append(request)

@@ -11,6 +11,7 @@ from sim_client import suites
 from sim_client.errors import SimClientError
 from sim_client.report import format_table, write_report
 from sim_client.results import ResultsFile, select_shard
+from vla.wire.server_info import ServerInfo
 
 _logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def plan_episodes(cfg: EvalConfig) -> list[dict[str, Any]]:
     return episodes
 
 
-def _server_info(policy: Any, cfg: EvalConfig) -> dict[str, Any]:
+def _server_info(policy: Any, cfg: EvalConfig) -> ServerInfo:
     from sim_client.policy import make_policy
 
     p = make_policy(policy, timeout_s=cfg.request_timeout_s, retries=cfg.server_retries,
@@ -127,7 +128,7 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
                           "ready_timeout_s": cfg.ready_timeout_s} if isinstance(policy, str) else {},
     }
     log(f"sim_client: {len(todo)} episodes, {cfg.workers} worker(s), renderer {renderer}, render-on-{cfg.render}, "
-        f"layout {builder.layout}, cameras {list(builder.cameras)}, server model {info.get('model', '?')!r}")
+        f"layout {builder.layout}, cameras {list(builder.cameras)}, server model {info.model or '?'!r}")
 
     t0 = time.monotonic()
     bar = _progress(len(todo), cfg.progress)
@@ -162,7 +163,7 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
     extra = {
         "renderer": renderer, "renderer_fps": renderer_fps, "render": cfg.render, "workers": cfg.workers,
         "server": policy if isinstance(policy, str) else getattr(policy, "__name__", repr(policy)),
-        "server_model": info.get("model"), "model_versions": sorted({str(x.get("model_version")) for x in mine_lines
+        "server_model": info.model or None, "model_versions": sorted({str(x.get("model_version")) for x in mine_lines
                                                                      if x.get("model_version")}),
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "this_run": {"episodes": counts["done"], "elapsed_s": round(elapsed, 2),

@@ -104,7 +104,7 @@ def _ask_both(grpc_port: int, http_port: int) -> dict:
             replies[scheme] = np.asarray(client.infer(obs)["actions"])
         finally:
             client.close()
-    assert replies["grpc"].shape == (int(info["chunk_length"]), 7), (replies["grpc"].shape, info)
+    assert replies["grpc"].shape == (info.chunk_length, 7), (replies["grpc"].shape, info)
     assert np.isfinite(replies["grpc"]).all()
     np.testing.assert_allclose(replies["grpc"], replies["ws"], rtol=1e-5, atol=1e-6)
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
@@ -123,7 +123,7 @@ def test_demo_path_end_to_end(demo_root, family, tmp_path):
     _check_work_dir(work_dir)
     _check_eval(work_dir, proc.stdout)
     info = _serve_and_ask(work_dir, tmp_path / "server.log")
-    assert info["model"] == FAMILIES[family] or FAMILIES[family] in json.dumps(info), info
+    assert info.model == FAMILIES[family] or FAMILIES[family] in json.dumps(info.to_dict()), info
 
 
 @pytest.mark.libero

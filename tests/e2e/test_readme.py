@@ -352,7 +352,7 @@ def test_client_example_runs(scripted_server, transport):
     actions = ns["reply"]["actions"]
     info = ns["info"]
     # noop: chunk 10 (the CLI default) of [0]*6 + [-1], float32, and ServerInfo agrees.
-    assert actions.shape == (10, 7) == (info["chunk_length"], info["action_dim"])
+    assert actions.shape == (10, 7) == (info.chunk_length, info.action_dim)
     assert actions.dtype == np.float32
     np.testing.assert_array_equal(actions, np.tile(np.array([0] * 6 + [-1], np.float32), (10, 1)))
     assert out.getvalue().strip() == "(10, 7)"

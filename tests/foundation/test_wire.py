@@ -1,4 +1,5 @@
 import filecmp
+import json
 import subprocess
 import sys
 
@@ -104,13 +105,30 @@ def test_proto_tensor_round_trip_and_size_check():
     np.testing.assert_array_equal(obs["a"], arr)
 
 
-def test_server_info_proto_round_trip():
-    info = {"model": "PI0FlowMatching", "checkpoint": "c.pt", "chunk_length": 10, "action_dim": 7,
-            "inputs": [{"key": "agentview_image", "dtype": "uint8", "shape": [-1, -1, 3], "required": True,
-                        "description": "main camera"}],
-            "image_orientation": "as_rendered", "model_version": "abc", "statistic_name": "libero_10_no_noops"}
-    msg = protocol.info_to_proto(info, policy_pb2.ServerInfoResponse, policy_pb2.InputSpec)
-    assert protocol.info_from_proto(policy_pb2.ServerInfoResponse.FromString(msg.SerializeToString())) == info
+def test_server_info_round_trips_through_dict_and_proto():
+    from vla.wire.server_info import InputSpec, ServerInfo
+
+    info = ServerInfo(model="PI0FlowMatching", checkpoint="c.pt", chunk_length=10, action_dim=7,
+                      inputs=(InputSpec("agentview_image", "uint8", (-1, -1, 3), True, "main camera"),),
+                      image_orientation="as_rendered", model_version="abc", statistic_name="libero_10_no_noops",
+                      extra={"peer_key": [1, 2]})
+    d = info.to_dict()
+    assert d["inputs"] == [{"key": "agentview_image", "dtype": "uint8", "shape": [-1, -1, 3], "required": True,
+                            "description": "main camera"}]
+    assert d["statistic_name"] == "libero_10_no_noops" and d["peer_key"] == [1, 2]
+    assert "scripted" not in d and "extra" not in d          # unstated fields stay off the wire
+    assert ServerInfo.from_dict(json.loads(json.dumps(d))) == info
+    msg = info.to_proto()
+    assert json.loads(msg.metadata_json) == {"statistic_name": "libero_10_no_noops", "peer_key": [1, 2]}
+    assert ServerInfo.from_proto(policy_pb2.ServerInfoResponse.FromString(msg.SerializeToString())) == info
+
+
+def test_server_info_reads_a_peer_that_declares_nothing():
+    from vla.wire.server_info import ServerInfo
+
+    info = ServerInfo.from_dict({"action_horizon": 10})      # openpi's own server metadata
+    assert info.inputs == () and info.image_orientation == "" and info.chunk_length == 0
+    assert info.extra == {"action_horizon": 10} and info.to_dict()["action_horizon"] == 10
 
 
 def test_bearer_token_parsing():

@@ -108,3 +108,8 @@ def make_work_dir(root: Path, tok_dir: Path, *, seed: int = 0, lora: bool = Fals
         ckpt.save_weights(root, name, model.state_dict())
         atomic_write_text(root / "latest", name)
     return root, model
+
+
+def infer(engine, *observations: dict) -> list[np.ndarray]:
+    """What the server does with each request: `prepare` it, then one `infer_batch` for all."""
+    return engine.infer_batch([engine.prepare(obs) for obs in observations])

@@ -11,6 +11,7 @@ import pytest
 from policy_server.batcher import Batcher, BatcherConfig
 from policy_server.service import PolicyService, ServiceConfig
 from vla.wire.errors import ErrorCode, PolicyError
+from vla.wire.server_info import ServerInfo
 
 
 class Recorder:
@@ -24,13 +25,16 @@ class Recorder:
         self.lock = threading.Lock()
 
     def info(self):
-        return {"model": "recorder", "chunk_length": 1, "action_dim": 1}
+        return ServerInfo(model="recorder", chunk_length=1, action_dim=1)
 
     def warmup_observation(self):
         return {"i": -1}
 
-    def validate(self, obs):
+    def prepare(self, obs):
         return obs   # bare {"i": n} observations, no LIBERO schema
+
+    def close(self):
+        pass
 
     def infer_batch(self, batch):
         with self.lock:

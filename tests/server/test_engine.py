@@ -91,10 +91,10 @@ def test_quat2axisangle_matches_the_rotation():
 def test_actions_equal_the_model_run_through_the_transforms_by_hand(work_dir, tok_dir):
     engine = load_engine(work_dir)
     info = engine.info()
-    assert info["checkpoint"] == "checkpoint_step_3.pt" and info["chunk_length"] == 4 and info["action_dim"] == 7
-    assert info["gripper_convention"] == "libero"
+    assert info.checkpoint == "checkpoint_step_3.pt" and info.chunk_length == 4 and info.action_dim == 7
+    assert info.gripper_convention == "libero"
     obs, aa = sim_obs()
-    got = engine.infer_batch([obs])[0]
+    got = fx.infer(engine, obs)[0]
     assert got.shape == (4, 7) and got.dtype == np.float32
     np.testing.assert_allclose(got, by_hand(work_dir, obs, aa, tok_dir), rtol=1e-4, atol=1e-5)
     assert set(np.unique(got[:, 6])) <= {-1.0, 1.0}
@@ -108,36 +108,36 @@ def test_sim_and_openpi_keys_give_the_same_actions_and_batching_does_not_change_
               "observation/state": np.concatenate([obs["robot0_eef_pos"], aa, obs["robot0_gripper_qpos"]]),
               "prompt": obs["prompt"]}
     other, _ = sim_obs(seed=9, prompt="open the top drawer and put the bowl inside")
-    a, b, c = engine.infer_batch([obs, openpi, other])
+    a, b, c = fx.infer(engine, obs, openpi, other)
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert not np.allclose(a, c)
-    np.testing.assert_allclose(engine.infer_batch([obs])[0], a, atol=1e-5)
+    np.testing.assert_allclose(fx.infer(engine, obs)[0], a, atol=1e-5)
 
 
 def test_actions_change_with_dataset_statistics(tmp_path, tok_dir):
     root, _ = fx.make_work_dir(tmp_path / "run", tok_dir)
     obs, _ = sim_obs()
-    before = load_engine(root).infer_batch([obs])[0]
+    before = fx.infer(load_engine(root), obs)[0]
     stats = fx.random_statistics(seed=42)
     save_statistics(root / "dataset_statistics.json", fx.STAT_NAME, stats)
     engine = load_engine(root)
-    after = engine.infer_batch([obs])[0]
+    after = fx.infer(engine, obs)[0]
     assert not np.allclose(before[:, :6], after[:, :6])
     # quantile statistics in [0, 1] for the gripper switch the convention to OpenVLA's (invert)
     stats = fx.random_statistics(seed=42, gripper_min=0.0)
     save_statistics(root / "dataset_statistics.json", fx.STAT_NAME, stats)
     flipped = load_engine(root)
-    assert flipped.info()["gripper_convention"] == "openvla"
-    raw = flipped.predict(flipped.collate([flipped.preprocess(dict(obs))]))[0, :, 6]
-    np.testing.assert_array_equal(flipped.infer_batch([obs])[0][:, 6], np.where(2 * raw - 1 >= 0, -1.0, 1.0))
+    assert flipped.info().gripper_convention == "openvla"
+    raw = flipped.predict(flipped.collate([flipped.prepare(obs)]))[0, :, 6]
+    np.testing.assert_array_equal(fx.infer(flipped, obs)[0][:, 6], np.where(2 * raw - 1 >= 0, -1.0, 1.0))
 
 
 def test_model_version_follows_statistics(tmp_path, tok_dir):
     root, _ = fx.make_work_dir(tmp_path / "run", tok_dir)
-    v1 = load_engine(root).info()["model_version"]
-    assert load_engine(root).info()["model_version"] == v1
+    v1 = load_engine(root).info().model_version
+    assert load_engine(root).info().model_version == v1
     save_statistics(root / "dataset_statistics.json", fx.STAT_NAME, fx.random_statistics(seed=5))
-    assert load_engine(root).info()["model_version"] != v1
+    assert load_engine(root).info().model_version != v1
 
 
 @pytest.mark.parametrize("variant", ["safetensors", "lora"])
@@ -149,7 +149,7 @@ def test_safetensors_and_lora_checkpoints(tmp_path, tok_dir, variant):
 
     assert not has_lora(engine.model)      # adapters merged into the base weights
     obs, _ = sim_obs()
-    sample = engine.preprocess(dict(obs))
+    sample = engine.prepare(obs)
     with torch.no_grad():
         expected = model.predict_action(engine.collate([sample]))[0].numpy()   # the unmerged trained model
     np.testing.assert_allclose(engine.predict(engine.collate([sample]))[0], expected, atol=1e-5)
@@ -181,7 +181,7 @@ def test_three_transports_return_the_same_actions(engine_server, work_dir, tok_d
     for transport in TRANSPORTS:
         with client(engine_server, transport) as c:
             info = c.server_info()
-            assert info["model"] == "ServerTestModel" and info["checkpoint"] == "checkpoint_step_3.pt"
+            assert info.model == "ServerTestModel" and info.checkpoint == "checkpoint_step_3.pt"
             np.testing.assert_allclose(c.infer(obs)["actions"], expected, rtol=1e-4, atol=1e-5)
 
 

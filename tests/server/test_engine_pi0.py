@@ -82,15 +82,15 @@ def _denorm_by_hand(raw: np.ndarray, stats) -> np.ndarray:
 def test_pi0_engine_matches_the_model_sampled_with_the_same_noise(pi0_dir):
     root, cfg = pi0_dir
     engine = load_engine(root)
-    assert engine.info()["model"] == "PI0FlowMatching" and engine.info()["chunk_length"] == 10
+    assert engine.info().model == "PI0FlowMatching" and engine.info().chunk_length == 10
     obs, _ = sim_obs()
     other, _ = sim_obs(seed=11, prompt="turn on the stove and put the moka pot on it")
-    got = engine.infer_batch([obs, other])
+    got = fx.infer(engine, obs, other)
     assert got[0].shape == (10, 7) and not np.allclose(got[0][:, :6], got[1][:, :6])
     ref = build(cfg["model"])
     load_weights(ref, str(root / "checkpoint_epoch_1.pt"), strict=True)
     ref.eval()
-    batch = engine.collate([engine.preprocess(dict(obs))])
+    batch = engine.collate([engine.prepare(obs)])
     assert batch["images"].shape == (1, 2, 3, 56, 56) and batch["states"].shape == (1, 8)
     with torch.no_grad():
         raw = ref.sample_actions(batch, noise=engine._noise[None].clone())[0].numpy()
@@ -104,12 +104,12 @@ def test_pi0_three_transports_agree(pi0_dir):
     root, _ = pi0_dir
     engine = load_engine(root)
     obs, _ = sim_obs()
-    expected = engine.infer_batch([obs])[0]
+    expected = fx.infer(engine, obs)[0]
     server = start_server(engine, batcher=BatcherConfig(max_batch_size=4, max_queue_delay_ms=2))
     try:
         for transport in TRANSPORTS:
             with client(server, transport, timeout_s=60) as c:
-                assert c.server_info()["checkpoint"] == "checkpoint_epoch_1.pt"
+                assert c.server_info().checkpoint == "checkpoint_epoch_1.pt"
                 np.testing.assert_allclose(c.infer(obs)["actions"], expected, rtol=1e-4, atol=1e-4)
     finally:
         server.stop()
@@ -122,7 +122,7 @@ def test_pi0_lora_checkpoint_is_merged(tmp_path, tok):
 
     assert has_lora(model) and not has_lora(engine.model)
     obs, _ = sim_obs()
-    batch = engine.collate([engine.preprocess(dict(obs))])
+    batch = engine.collate([engine.prepare(obs)])
     with torch.no_grad():
         expected = model.sample_actions(batch, noise=engine._noise[None].clone())[0].numpy()
     np.testing.assert_allclose(engine.predict(batch)[0], expected, rtol=1e-4, atol=1e-4)
@@ -144,9 +144,9 @@ def test_cli_serves_a_work_dir(pi0_dir):
         c = connect(f"ws://127.0.0.1:{hport}", token="", retries=0, timeout_s=60)
         c.wait_ready(timeout_s=120, poll_s=0.2)
         obs, _ = sim_obs()
-        expected = load_engine(root).infer_batch([obs])[0]
+        expected = fx.infer(load_engine(root), obs)[0]
         np.testing.assert_allclose(c.infer(obs)["actions"], expected, rtol=1e-4, atol=1e-4)
-        assert c.server_info()["model_version"].startswith("checkpoint_epoch_1-")
+        assert c.server_info().model_version.startswith("checkpoint_epoch_1-")
         c.close()
         proc.terminate()
         assert proc.wait(timeout=30) == 0
@@ -169,10 +169,10 @@ def test_cli_reports_a_bad_work_dir(tmp_path):
 def test_other_families_serve_and_identical_requests_get_identical_actions(tmp_path, tok, family):
     cfg, model = make_pi0_work_dir(tmp_path / "run", tok, family)
     engine = load_engine(tmp_path / "run")
-    assert engine.info()["model"] == cfg["model"]["type"]
+    assert engine.info().model == cfg["model"]["type"]
     obs, _ = sim_obs()
     other, _ = sim_obs(seed=5, prompt="pick up the book and place it in the back compartment of the caddy")
-    a, b, c = engine.infer_batch([obs, other, obs])
+    a, b, c = fx.infer(engine, obs, other, obs)
     assert a.shape == (engine.chunk_length, 7) and np.isfinite(a).all()
     np.testing.assert_allclose(a, c, atol=1e-5)            # same start noise for every request
-    np.testing.assert_allclose(engine.infer_batch([obs])[0], a, atol=1e-4)
+    np.testing.assert_allclose(fx.infer(engine, obs)[0], a, atol=1e-4)

@@ -168,7 +168,7 @@ def test_token_required_on_every_transport(token_server, obs, transport):
         with client(token_server, transport, token=wrong) as c:
             _expect(c, obs, ErrorCode.UNAUTHENTICATED)
     with client(token_server, transport, token="s3cret-token") as c:
-        assert c.server_info()["model"] == "scripted:noop"
+        assert c.server_info().model == "scripted:noop"
         np.testing.assert_array_equal(c.infer(obs)["actions"], NOOP)
 
 

@@ -23,9 +23,9 @@ def test_noop_actions_and_info_on_every_transport(noop_server, transport, obs):
     with client(noop_server, transport) as c:
         assert c.is_ready()
         info = c.server_info()
-        assert info["model"] == "scripted:noop" and info["chunk_length"] == 5 and info["action_dim"] == 7
-        assert info["image_orientation"] == protocol.ORIENTATION_AS_RENDERED
-        assert {s["key"] for s in info["inputs"]} >= set(protocol.SIM_KEYS) | {"prompt"}
+        assert info.model == "scripted:noop" and info.chunk_length == 5 and info.action_dim == 7
+        assert info.image_orientation == protocol.ORIENTATION_AS_RENDERED
+        assert info.input_keys >= set(protocol.SIM_KEYS) | {"prompt"}
         for _ in range(3):   # the websocket connection is reused
             reply = c.infer(obs)
             np.testing.assert_array_equal(reply["actions"], np.tile([0, 0, 0, 0, 0, 0, -1], (5, 1)))
@@ -120,8 +120,14 @@ def test_readiness_waits_for_warmup():
             time.sleep(0.6)
             return self.inner.warmup_observation()
 
+        def prepare(self, obs):
+            return self.inner.prepare(obs)
+
         def infer_batch(self, batch):
             return self.inner.infer_batch(batch)
+
+        def close(self):
+            pass
 
     from policy_server.server import PolicyServer
     from policy_server.service import ServiceConfig

@@ -23,9 +23,9 @@ def install() -> None:
     original_init = RequestBuilder.__init__
 
     @functools.wraps(original_init)
-    def init(self, info: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+    def init(self, info, *args: Any, **kwargs: Any) -> None:
         original_init(self, info, *args, **kwargs)
-        self.replay = info.get("scripted") == "replay"
+        self.replay = info.scripted == "replay"   # a vla.wire.server_info.ServerInfo
 
     RequestBuilder.__init__ = init
     original = episode.run_episode

@@ -234,8 +234,8 @@ def test_real_policy_server_tiny_pi0(libero, tmp_path):
     (line,) = read_results(tmp_path / "eval/results.jsonl")
     assert line["error"] is None, line.get("traceback")
     assert line["steps"] == 20 and line["success"] is False
-    assert line["model_version"] == info["model_version"] and line["model_version"]
-    expected_queries = -(-20 // min(10, info["chunk_length"]))
+    assert line["model_version"] == info.model_version and line["model_version"]
+    expected_queries = -(-20 // min(10, info.chunk_length))
     assert line["queries"] == expected_queries
 
 

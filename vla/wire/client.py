@@ -2,7 +2,7 @@
 
     client = connect("grpc://127.0.0.1:50051")      # or ws://host:8000, http://host:8000
     client.wait_ready(timeout_s=120)
-    info = client.server_info()
+    info = client.server_info()                     # a ServerInfo: info.chunk_length, ...
     reply = client.infer({"agentview_image": img, ..., "prompt": "put the bowl on the plate"})
     reply["actions"]  # float32 [chunk, action_dim]
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from vla.wire import codec, protocol
 from vla.wire.errors import HTTP_STATUS, ErrorCode, PolicyError
+from vla.wire.server_info import ServerInfo
 
 
 def _no_delay(sock: Any) -> None:
@@ -58,7 +59,7 @@ class PolicyClient:
         rid = request_id or uuid.uuid4().hex[:16]
         return self._with_retries(lambda: self._infer(obs, rid))
 
-    def server_info(self) -> dict[str, Any]:
+    def server_info(self) -> ServerInfo:
         return self._with_retries(self._info)
 
     def is_ready(self) -> bool:
@@ -110,7 +111,7 @@ class PolicyClient:
     def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self) -> ServerInfo:
         raise NotImplementedError
 
 
@@ -169,10 +170,10 @@ class GrpcPolicyClient(PolicyClient):
             "request_id": reply.request_id,
         }
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self) -> ServerInfo:
         from vla.wire._gen import policy_pb2
 
-        return protocol.info_from_proto(self._call("ServerInfo", policy_pb2.ServerInfoRequest()))
+        return ServerInfo.from_proto(self._call("ServerInfo", policy_pb2.ServerInfoRequest()))
 
     def is_ready(self) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -270,9 +271,9 @@ class WebsocketPolicyClient(PolicyClient):
         reply["actions"] = np.asarray(reply["actions"])
         return reply
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self) -> ServerInfo:
         self._connect()
-        return dict(self._metadata or {})
+        return ServerInfo.from_dict(self._metadata or {})
 
     def is_ready(self) -> bool:
         # The websocket shares the HTTP server; its /readyz is the authority.
@@ -353,11 +354,11 @@ class HttpPolicyClient(PolicyClient):
         reply["actions"] = np.asarray(reply["actions"])
         return reply
 
-    def _info(self) -> dict[str, Any]:
+    def _info(self) -> ServerInfo:
         status, ctype, payload = self._request("GET", protocol.INFO_PATH)
         if status != 200:
             raise self._error(status, ctype, payload)
-        return json.loads(payload)
+        return ServerInfo.from_dict(json.loads(payload))
 
     def is_ready(self) -> bool:
         try:

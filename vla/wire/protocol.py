@@ -171,38 +171,3 @@ def request_to_observation(request: Any) -> dict[str, Any]:
     obs: dict[str, Any] = {k: tensor_to_array(t, key=k) for k, t in request.tensors.items()}
     obs.update(dict(request.strings))
     return obs
-
-
-def info_to_proto(info: dict[str, Any], response_cls: Any, spec_cls: Any) -> Any:
-    import json
-
-    known = {"model", "checkpoint", "chunk_length", "action_dim", "inputs", "image_orientation", "model_version"}
-    return response_cls(
-        model=str(info.get("model", "")),
-        checkpoint=str(info.get("checkpoint", "")),
-        chunk_length=int(info.get("chunk_length", 0)),
-        action_dim=int(info.get("action_dim", 0)),
-        inputs=[spec_cls(key=s["key"], dtype=s.get("dtype", ""), shape=list(s.get("shape", [])),
-                         required=bool(s.get("required", True)), description=s.get("description", ""))
-                for s in info.get("inputs", [])],
-        image_orientation=str(info.get("image_orientation", "")),
-        model_version=str(info.get("model_version", "")),
-        metadata_json=json.dumps({k: v for k, v in info.items() if k not in known}),
-    )
-
-
-def info_from_proto(msg: Any) -> dict[str, Any]:
-    import json
-
-    info = json.loads(msg.metadata_json) if msg.metadata_json else {}
-    info.update(
-        model=msg.model,
-        checkpoint=msg.checkpoint,
-        chunk_length=msg.chunk_length,
-        action_dim=msg.action_dim,
-        inputs=[{"key": s.key, "dtype": s.dtype, "shape": list(s.shape), "required": s.required,
-                 "description": s.description} for s in msg.inputs],
-        image_orientation=msg.image_orientation,
-        model_version=msg.model_version,
-    )
-    return info
