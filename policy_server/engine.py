@@ -3,8 +3,9 @@
     engine = load_engine("work_dirs/demo")            # the checkpoint `latest` names
     engine.infer_batch([engine.prepare(obs), ...]) -> [actions [chunk, 7], ...]
 
-Loading reads `config.json` (data only: no config .py is executed), `dataset_statistics.json`
-and one weights-only checkpoint (`.pt` via torch.load(weights_only=True), or `.safetensors`).
+Loading reads `config.json` (data only: no config .py is executed), `dataset_statistics.json`,
+`run_info.json` (the statistic name and prompt settings the trainer recorded; derived from the
+config for work dirs written before it existed) and one weights-only checkpoint (`.pt` via torch.load(weights_only=True), or `.safetensors`).
 The model is built from the config, the checkpoint loaded strictly (a missing or mismatched
 key is an error naming it), LoRA adapters merged into their base weights, and the config's
 `eval` transforms built and bound to the statistics and the model's sizes.
@@ -20,7 +21,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from vla.config import ConfigError, build
 from vla.errors import VLAError
 from vla.io import read_json
 from vla.normalize import STATISTICS_FILENAME, DatasetStatistics, load_statistics
+from vla.run_info import PromptSettings, RunInfo, RunInfoError, read_run_info
 from vla.wire import protocol
 from vla.wire.errors import ErrorCode, PolicyError
 from vla.wire.server_info import ServerInfo
@@ -46,20 +48,6 @@ _CKPT_RE = re.compile(r"^checkpoint_(epoch|step)_(\d+)\.(pt|safetensors)$")
 
 class EngineError(VLAError, ValueError):
     """A work dir that cannot be served; the message names the file and what is wrong."""
-
-
-def _walk(node: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield k, v
-            yield from _walk(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _walk(v)
-
-
-def _find_transform(cfg: dict, type_name: str) -> dict | None:
-    return next((v for _, v in _walk(cfg) if isinstance(v, dict) and v.get("type") == type_name), None)
 
 
 def find_checkpoint(work_dir: Path, checkpoint: str | None = None) -> Path:
@@ -78,17 +66,6 @@ def find_checkpoint(work_dir: Path, checkpoint: str | None = None) -> Path:
     if not found:
         raise EngineError(f"{work_dir}: no `latest` and no checkpoint_{{epoch,step}}_N.pt/.safetensors file")
     return found[-1][1]
-
-
-def _statistic_name(cfg: dict, stats_path: Path) -> str:
-    names = {v for k, v in _walk(cfg) if k == "statistic_name" and isinstance(v, str)}
-    if len(names) == 1:
-        return names.pop()
-    available = sorted(read_json(stats_path, error=EngineError))
-    if len(available) == 1:
-        return available[0]
-    raise EngineError(f"{stats_path}: cannot tell which statistics to use (config names {sorted(names)}, "
-                      f"file has {available})")
 
 
 def check_model_inputs(sample: dict[str, Any]) -> dict[str, Any]:
@@ -181,27 +158,27 @@ class ModelEngine(BasePolicy):
         return [finite_actions(self.denormalize(a)) for a in actions]
 
 
-def _build_eval(cfg: dict, source: str, tokenizer_path: str | None) -> tuple[list[Any], Any]:
+def _build_eval(cfg: dict, source: str, tokenizer_path: str | None,
+                prompt: PromptSettings | None) -> tuple[list[Any], Any]:
+    """The config's eval transforms, with the training prompt settings the trainer recorded."""
     eval_cfg = cfg.get("eval") or {}
     t_cfgs = ((eval_cfg.get("dataset") or {}).get("transforms")) or []
     if not t_cfgs:
         raise EngineError(f"{source}: no eval.dataset.transforms; the server needs the seed's eval transforms")
-    train_prompt = _find_transform(cfg.get("train_dataloader") or {}, "ProcessPrompts") or \
-        _find_transform(cfg.get("train_dataloader") or {}, "ProcessPromptsWithImage") or {}
+    train_path = prompt.tokenizer_path if prompt else None
     built = []
     for i, t_cfg in enumerate(t_cfgs):
         t_cfg = json.loads(json.dumps(t_cfg))   # a private copy
         if "tokenizer" in t_cfg:
             path = (t_cfg["tokenizer"] or {}).get("model_path")
-            train_path = ((train_prompt.get("tokenizer") or {}).get("model_path"))
             if tokenizer_path:
                 t_cfg["tokenizer"]["model_path"] = tokenizer_path
             elif path and not Path(path).is_dir() and train_path and Path(train_path).is_dir():
                 log.warning("eval tokenizer %s not found; using the training pipeline's %s", path, train_path)
                 t_cfg["tokenizer"]["model_path"] = train_path
             # Prompts must be padded as in training: take the training max_len unless eval sets one.
-            if "max_len" not in t_cfg and "max_len" in train_prompt:
-                t_cfg["max_len"] = train_prompt["max_len"]
+            if "max_len" not in t_cfg and prompt is not None and prompt.max_len is not None:
+                t_cfg["max_len"] = prompt.max_len
         try:
             built.append(build(t_cfg, source=source, path=f"eval.dataset.transforms[{i}]"))
         except ConfigError as exc:
@@ -228,7 +205,12 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
     cfg = read_json(cfg_path, error=EngineError)
     if "model" not in cfg:
         raise EngineError(f"{cfg_path}: no 'model' section")
-    statistic_name = _statistic_name(cfg, stats_path)
+    try:
+        run = read_run_info(work_dir) or RunInfo.from_config(
+            cfg, sorted(read_json(stats_path, error=EngineError)), source=str(cfg_path))
+    except RunInfoError as exc:
+        raise EngineError(str(exc)) from None
+    statistic_name = run.statistic_name
     statistics = load_statistics(stats_path, statistic_name)
     weights = find_checkpoint(work_dir, checkpoint)
 
@@ -248,7 +230,7 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
     if has_lora(model):
         merge_lora(model)
     model.eval().to(device)
-    transforms, denorm = _build_eval(cfg, str(cfg_path), tokenizer_path)
+    transforms, denorm = _build_eval(cfg, str(cfg_path), tokenizer_path, run.prompt)
     for t in [*transforms, denorm]:
         if hasattr(t, "bind"):
             t.bind(statistics=statistics, state_dim=getattr(model, "state_dim", None))
