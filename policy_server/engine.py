@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from policy_server import transforms as eval_transforms
 from policy_server.policy import BasePolicy
 from vla import checkpoint as ckpt
 from vla.config import ConfigError, build
+from vla.data.binding import bind_statistics
+from vla.data.errors import TransformError
 from vla.errors import VLAError
 from vla.io import read_json
 from vla.normalize import STATISTICS_FILENAME, DatasetStatistics, load_statistics
@@ -130,7 +131,7 @@ class ModelEngine(BasePolicy):
         try:
             for t in self.transforms:
                 data = t(data)
-        except eval_transforms.EvalTransformError as exc:
+        except TransformError as exc:
             raise PolicyError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
         return check_model_inputs(data)
 
@@ -231,9 +232,7 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
         merge_lora(model)
     model.eval().to(device)
     transforms, denorm = _build_eval(cfg, str(cfg_path), tokenizer_path, run.prompt)
-    for t in [*transforms, denorm]:
-        if hasattr(t, "bind"):
-            t.bind(statistics=statistics, state_dim=getattr(model, "state_dim", None))
+    bind_statistics([*transforms, denorm], statistics, state_dim=getattr(model, "state_dim", None))
     digest = hashlib.sha256()
     digest.update(stats_path.read_bytes())
     st = weights.stat()

@@ -33,8 +33,10 @@ from torch.utils.data import DataLoader
 
 from vla import checkpoint as ckpt
 from vla.config import Config, ConfigError, build, register
+from vla.data.distributed import DistributedRepeatingDataset
 from vla.models.loading import CheckpointMismatchError
 from vla.normalize import STATISTICS_FILENAME
+from vla.run_info import write_run_info
 
 from trainer.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from trainer.metrics import VLAMetric  # noqa: F401 - registers the seed's metric type
@@ -158,7 +160,9 @@ class BaseTrainRunner:
         return global_batch, per_device, accumulation
 
     def build_dataset(self) -> Any:
-        """Build the dataset; rank 0 computes statistics once and writes dataset_statistics.json."""
+        """Build the dataset with the run's statistics bound into its transforms: given in the config,
+        loaded from the work dir (resume; ranks other than 0), or computed once by rank 0, which
+        writes dataset_statistics.json and run_info.json."""
         ds_cfg = copy.deepcopy(dict(self.cfg.train_dataloader["dataset"]))
         stats_path = self.work_dir / STATISTICS_FILENAME
         given = ds_cfg.get("dataset_statistics") is not None
@@ -180,10 +184,11 @@ class BaseTrainRunner:
         else:
             barrier()  # wait for rank 0's statistics file, then read it instead of recomputing
             dataset = _build({**ds_cfg, "dataset_statistics": str(stats_path)})
-        for method in ("set_epoch", "set_batch_size", "save_statistics"):
-            if not hasattr(dataset, method):
-                raise ConfigError(f"{source}: train_dataloader.dataset must be a DistributedRepeatingDataset "
-                                  f"(resumable order and statistics); {type(dataset).__name__} has no {method}()")
+        if not isinstance(dataset, DistributedRepeatingDataset):
+            raise ConfigError(f"{source}: train_dataloader.dataset must be a DistributedRepeatingDataset "
+                              f"(resumable order and statistics), got {type(dataset).__name__}")
+        if self.dist.is_main:
+            write_run_info(self.work_dir, dataset.run_info())
         return dataset
 
     def build_model(self) -> nn.Module:

@@ -12,12 +12,12 @@ Each domain error also keeps the builtin base it has always had (`ValueError` fo
     JSONFileError             vla.io                ValueError
     StatisticsError           vla.normalize         ValueError
     DatasetError              vla.data              ValueError
+    TransformError            vla.data (training and eval transforms)   ValueError (a DatasetError)
     CheckpointError           vla.checkpoint        RuntimeError
     CheckpointNotFoundError   vla.models.loading    FileNotFoundError
     CheckpointFileError       vla.models.loading    ValueError
     CheckpointMismatchError   vla.models.loading    RuntimeError
     PolicyError               vla.wire              (a wire error code and a client-safe message)
-    EvalTransformError        eval transforms       ValueError
     EngineError               policy_server         ValueError
     SimClientError            sim_client            ValueError
     ExpertUnsupported         sim_client.expert     ValueError (a SimClientError)

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from vla.config import Config, ConfigError, build
 from vla.data import DistributedRepeatingDataset
+from vla.data.errors import TransformError
 from vla.data.image_ops import normalize_images, resize_images
 from vla.data.synthetic import synthetic_episode
 from vla.normalize import Normalizer
@@ -92,7 +93,22 @@ def test_seed_config_yields_the_batch_contract(seed_cfg, seed_dataset, tiny_toke
     image_id = AutoTokenizer.from_pretrained(tiny_tokenizer_dir).convert_tokens_to_ids("<image>")
     assert ((batch["lang_tokens"] == image_id).sum(dim=1) == 2 * 64).all()  # 2 cameras × 64 placeholders
     assert len(batch["prompt"]) == 3 and all(isinstance(p, str) and p for p in batch["prompt"])
-    assert batch["stats"][0] is seed_dataset.statistics
+    # The guide's 'info'/'stats' keys are accepted; statistics are bound into the transforms instead.
+    assert "stats" not in batch and "info" not in batch
+
+
+def test_statistics_are_bound_once_into_the_transforms(seed_dataset, seed_cfg):
+    inner = seed_dataset.datasets[0]
+    norm = next(t for t in inner.transforms if type(t).__name__ == "NormalizeStatesAndActions")
+    assert inner.statistics is seed_dataset.statistics
+    np.testing.assert_array_equal(norm.action_norm.stats.q99, seed_dataset.statistics.action.q99)
+    sample = inner[0]
+    assert "stats" not in sample and "info" not in sample
+    unbound = build(seed_cfg.train_dataloader["dataset"]["datasets"])    # a ParquetDataset on its own
+    with pytest.raises(TransformError, match="NormalizeStatesAndActions: no statistics bound"):
+        unbound[0]
+    unbound.bind_statistics(seed_dataset.statistics)
+    np.testing.assert_allclose(unbound[0]["actions"], sample["actions"])
 
 
 def test_sample_values_are_normalised_with_the_dataset_statistics(seed_dataset):

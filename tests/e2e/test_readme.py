@@ -242,8 +242,8 @@ def _registered() -> set[str]:
     # A fresh interpreter: other tests in this session register their own test types.
     code = ("from vla.config import registered_names\n"
             "from vla.config.registry import _import_providers\n"
-            "_import_providers()\n"  # vla.data, vla.models
-            "import policy_server.transforms, trainer.runners\n"  # eval transforms; runners and VLAMetric
+            "_import_providers()\n"  # vla.data (training and eval transforms), vla.models
+            "import trainer.runners\n"  # runners and VLAMetric
             "print('\\n'.join(registered_names()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

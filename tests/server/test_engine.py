@@ -208,3 +208,24 @@ def test_a_checkpoint_that_does_not_load_strictly_is_refused(tmp_path, tok_dir):
     ckpt.save_weights(root, "checkpoint_step_3.pt", {**sd, "extra.weight": torch.zeros(2)})
     with pytest.raises(CheckpointMismatchError, match="unexpected 1: extra.weight"):
         load_engine(root)
+
+
+def test_run_info_gives_the_training_facts_and_old_work_dirs_still_load(tmp_path, tok_dir):
+    from vla.run_info import PromptSettings, RunInfo, write_run_info
+
+    root, _ = fx.make_work_dir(tmp_path / "run", tok_dir)   # written without run_info.json, as before it existed
+    old = load_engine(root)
+    assert old.info().statistic_name == fx.STAT_NAME
+    assert next(t for t in old.transforms if hasattr(t, "encode")).max_len == fx.MAX_LEN   # the training max_len
+    # A second statistics entry and a config without the facts: only run_info.json can tell.
+    save_statistics(root / "dataset_statistics.json", "other", fx.random_statistics(seed=3))
+    cfg = json.loads((root / "config.json").read_text())
+    cfg["train_dataloader"] = {}
+    (root / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(EngineError, match="cannot tell which statistics to use"):
+        load_engine(root)
+    write_run_info(root, RunInfo("other", PromptSettings("ProcessPrompts", max_len=9, tokenizer_path=str(tok_dir))))
+    engine = load_engine(root)
+    assert engine.info().statistic_name == "other"
+    assert next(t for t in engine.transforms if hasattr(t, "encode")).max_len == 9
+    assert engine.prepare(sim_obs()[0])["lang_tokens"].shape == (9,)

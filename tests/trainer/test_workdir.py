@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from vla import checkpoint as ckpt
 from vla.config import Config
 from vla.normalize import load_statistics
+from vla.run_info import read_run_info
 
 from .conftest import data_options, losses, run_train
 
@@ -30,13 +32,17 @@ def test_work_dir_is_complete(finished_run):
     work_dir, proc = finished_run
     # 24 samples, 2 per device x accumulation 2 -> 6 steps/epoch, 2 epochs
     names = {p.name for p in work_dir.iterdir()}
-    assert {"config.json", "config.yaml", "dataset_statistics.json", "metrics.jsonl", "loss.png", "latest",
-            "train_state", "checkpoint_epoch_1.pt", "checkpoint_epoch_2.pt", "checkpoint_step_4.pt",
+    assert {"config.json", "config.yaml", "dataset_statistics.json", "run_info.json", "metrics.jsonl", "loss.png",
+            "latest", "train_state", "checkpoint_epoch_1.pt", "checkpoint_epoch_2.pt", "checkpoint_step_4.pt",
             "checkpoint_step_8.pt"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     assert (work_dir / "latest").read_text().strip() == "checkpoint_epoch_2.pt"
     assert (work_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wandb" in proc.stderr  # the one-line notice: requested but not installed/configured
+    run = read_run_info(work_dir)
+    assert run.statistic_name == "libero_10_no_noops" and run.prompt.type in ("ProcessPrompts",
+                                                                               "ProcessPromptsWithImage")
+    assert run.prompt.max_len > 0 and Path(run.prompt.tokenizer_path).is_dir()
 
 
 def test_config_dump_round_trips(finished_run, train_data):

@@ -15,10 +15,13 @@ from vla.errors import VLAError
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 
-# Modules whose import registers the project's types. Imported lazily on the first
-# lookup miss, so `import vla.config` stays cheap and torch-free.
+# Modules whose import registers the library's types (vla.data: datasets, training and eval
+# transforms, collators; vla.models: the model families). Imported lazily on the first lookup
+# miss, so `import vla.config` stays cheap and torch-free; vla.data imports its modules lazily, so
+# they are named one by one. The trainer's runners and metric register when `trainer` is
+# imported (a process package the library never imports).
 _PROVIDER_MODULES = ("vla.data.collate", "vla.data.distributed", "vla.data.parquet_dataset", "vla.data.tokenizer",
-                     "vla.data.transforms", "vla.models")  # vla.data imports its modules lazily
+                     "vla.data.transforms", "vla.data.eval_transforms", "vla.models")
 _OWN_PACKAGES = {"vla", "trainer", "policy_server", "sim_client"}
 
 

@@ -1,10 +1,11 @@
-"""Data: LeRobot v2.1 reader/writer, ParquetDataset and the seed's transforms, statistics, collators.
+"""Data: LeRobot v2.1 reader/writer, ParquetDataset, the training and eval transforms, statistics, collators.
 
 The names below are imported on first use (PEP 562), so a torch-free process (the simulator's
 dataset recorder) can use the reader and writer without loading torch. The data types the
 configs name (ProcessParquetInputs, ParquetPrompter, ProcessPrompts, ProcessPromptsWithImage,
 PretrainedTokenizer, ResizeImages, NormalizeImages, NormalizeStatesAndActions, ParquetDataset,
-DistributedRepeatingDataset, DictCollator) register with `vla.config.register` when their
+DistributedRepeatingDataset, DictCollator, and the eval transforms ProcessLiberoEvalInputs,
+TransformImage, LiberoPromptFromInputs, LiberoProprioFromInputs, DenormalizeLiberoAction) register with `vla.config.register` when their
 modules are imported; the registry imports those modules on a lookup miss.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 
 _EXPORTS = {
     "DatasetError": "vla.data.errors",
+    "TransformError": "vla.data.errors",
     "LeRobotReader": "vla.data.reader",
     "LeRobotWriter": "vla.data.writer",
     "compute_dataset_statistics": "vla.data.statistics",
@@ -28,6 +30,11 @@ _EXPORTS = {
     "ProcessPrompts": "vla.data.transforms",
     "ProcessPromptsWithImage": "vla.data.transforms",
     "ResizeImages": "vla.data.transforms",
+    "DenormalizeLiberoAction": "vla.data.eval_transforms",
+    "LiberoPromptFromInputs": "vla.data.eval_transforms",
+    "LiberoProprioFromInputs": "vla.data.eval_transforms",
+    "ProcessLiberoEvalInputs": "vla.data.eval_transforms",
+    "TransformImage": "vla.data.eval_transforms",
 }
 __all__ = sorted(_EXPORTS)
 

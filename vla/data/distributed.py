@@ -1,4 +1,4 @@
-"""`DistributedRepeatingDataset`: statistics plus a rank-aware, resumable epoch order.
+"""`DistributedRepeatingDataset`: a concatenation, a rank-aware resumable epoch order, and statistics.
 
 Each epoch is a permutation of every sample, fixed by (`seed`, epoch); it is repeated
 from its start until it divides evenly among the ranks, and rank r takes every
@@ -20,7 +20,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from vla.config import build, register
 from vla.data.parquet_dataset import ParquetDataset
 from vla.data.statistics import compute_dataset_statistics, write_dataset_statistics
+from vla.data.transforms import ProcessPrompts, ProcessPromptsWithImage
 from vla.normalize import DatasetStatistics, load_statistics
+from vla.run_info import RunInfo
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -31,12 +33,74 @@ def _rank_and_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+class Concatenation:
+    """Several map-style datasets as one index space: sample i of dataset k is `starts[k] + i`."""
+
+    def __init__(self, datasets: Sequence[Any]):
+        if not datasets or not all(hasattr(d, "__getitem__") and hasattr(d, "__len__") for d in datasets):
+            raise ValueError("datasets must be one dataset (or a list) with __getitem__ and __len__")
+        self.datasets = list(datasets)
+        self.starts = np.concatenate([[0], np.cumsum([len(d) for d in self.datasets])]).astype(np.int64)
+        if len(self) == 0:
+            raise ValueError("the wrapped datasets hold no samples")
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index: int) -> Any:
+        k = int(np.searchsorted(self.starts, index, side="right")) - 1
+        return self.datasets[k][int(index - self.starts[k])]
+
+
+class RankOrder:
+    """The resumable, rank-aware epoch order of `size` samples (see the module doc)."""
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int = 42):
+        self.size, self.shuffle, self.seed = int(size), bool(shuffle), int(seed)
+        self.epoch = 0
+        self.skip = 0
+        self.batch_size = 1
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        if skip < 0:
+            raise ValueError(f"skip must be >= 0, got {skip}")
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def set_batch_size(self, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+
+    def per_rank(self, world_size: int) -> int:
+        return math.ceil(self.size / world_size)
+
+    def epoch_order(self, epoch: int, rank: int, world_size: int) -> np.ndarray:
+        """This rank's sample indices for `epoch` (before `skip`)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        order = (np.random.default_rng([self.seed, epoch]).permutation(self.size) if self.shuffle
+                 else np.arange(self.size, dtype=np.int64))
+        order = np.resize(order, self.per_rank(world_size) * world_size)  # repeats from the start
+        return order[rank::world_size]
+
+    def indices(self, rank: int, world_size: int, worker_id: int = 0, num_workers: int = 1) -> np.ndarray:
+        """What one DataLoader worker of this rank yields this epoch: whole batches in turn, after `skip`."""
+        order = self.epoch_order(self.epoch, rank, world_size)[self.skip:]
+        if num_workers > 1:
+            b = self.batch_size
+            blocks = range(worker_id, math.ceil(len(order) / b), num_workers)
+            order = np.concatenate([order[k * b:(k + 1) * b] for k in blocks]) if len(blocks) else order[:0]
+        return order
+
+
 @register
 class DistributedRepeatingDataset(IterableDataset):
-    """Wrap a dataset (or a list, concatenated); compute its statistics under `statistic_name`.
+    """The training dataset: a concatenation of `datasets`, a resumable rank-aware order over it,
+    and the run's statistics under `statistic_name`, bound into the wrapped datasets' transforms.
 
-    `dataset_statistics` may be given instead (a path to a statistics file or a
-    DatasetStatistics), e.g. by ranks other than 0 after rank 0 wrote the file.
+    The statistics are computed from the datasets' LeRobot readers, or given as
+    `dataset_statistics` (a path to a statistics file or a DatasetStatistics): the runner passes
+    the ones rank 0 wrote, or the ones a resumed run already has.
     """
 
     def __init__(self, datasets: Any, statistic_keys: Sequence[str], name_mappings: Mapping[str, Any] | None = None,
@@ -44,13 +108,9 @@ class DistributedRepeatingDataset(IterableDataset):
                  dataset_statistics: str | os.PathLike | DatasetStatistics | None = None,
                  action_norm_mask: Sequence[bool] | None = None):
         items = datasets if isinstance(datasets, (list, tuple)) else [datasets]
-        self.datasets = [build(d) if isinstance(d, dict) else d for d in items]
-        if not self.datasets or not all(hasattr(d, "__getitem__") and hasattr(d, "__len__") for d in self.datasets):
-            raise ValueError("datasets must be one dataset (or a list) with __getitem__ and __len__")
+        self.concat = Concatenation([build(d) if isinstance(d, dict) else d for d in items])
         self.statistic_keys = list(statistic_keys)
         self.name_mappings = dict(name_mappings or {})
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
         self.statistic_name = statistic_name
         if dataset_statistics is None:
             readers = [r for d in self.datasets for r in getattr(d, "readers", [])]
@@ -65,18 +125,16 @@ class DistributedRepeatingDataset(IterableDataset):
             self.statistics = load_statistics(dataset_statistics, statistic_name)
         for d in self.datasets:
             if isinstance(d, ParquetDataset):
-                d.set_statistics({d.statistic_name: self.statistics})
-        self._sizes = np.array([len(d) for d in self.datasets], dtype=np.int64)
-        self._starts = np.concatenate([[0], np.cumsum(self._sizes)])
-        if self.total_len == 0:
-            raise ValueError("the wrapped datasets hold no samples")
-        self.epoch = 0
-        self.skip = 0
-        self.batch_size = 1
+                d.bind_statistics(self.statistics)
+        self.order = RankOrder(len(self.concat), shuffle, seed)
+
+    @property
+    def datasets(self) -> list[Any]:
+        return self.concat.datasets
 
     @property
     def total_len(self) -> int:
-        return int(self._starts[-1])
+        return len(self.concat)
 
     @property
     def dataset_statistics(self) -> dict[str, DatasetStatistics]:
@@ -86,45 +144,37 @@ class DistributedRepeatingDataset(IterableDataset):
         """Write `dataset_statistics.json` (a directory gets the file inside it)."""
         return write_dataset_statistics(path, self.statistic_name, self.statistics)
 
+    def run_info(self) -> RunInfo:
+        """What the work dir records for the server (vla/run_info.py): the statistic name and the
+        first wrapped dataset's prompt transform settings."""
+        prompt = next((t.settings() for d in self.datasets for t in getattr(d, "transforms", ())
+                       if isinstance(t, (ProcessPrompts, ProcessPromptsWithImage))), None)
+        return RunInfo(statistic_name=self.statistic_name, prompt=prompt)
+
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Use epoch `epoch`'s order, starting after its first `skip` samples of this rank."""
-        if skip < 0:
-            raise ValueError(f"skip must be >= 0, got {skip}")
-        self.epoch, self.skip = int(epoch), int(skip)
+        self.order.set_epoch(epoch, skip)
 
     def set_batch_size(self, batch_size: int) -> None:
         """The DataLoader's batch size, so each worker yields whole batches (see module doc)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.order.set_batch_size(batch_size)
 
     def __len__(self) -> int:
         """Samples per rank per epoch."""
-        return math.ceil(self.total_len / _rank_and_world()[1])
+        return self.order.per_rank(_rank_and_world()[1])
 
     def epoch_order(self, epoch: int, rank: int | None = None, world_size: int | None = None) -> np.ndarray:
         """This rank's global sample indices for `epoch` (before `skip`)."""
         if rank is None or world_size is None:
             rank, world_size = _rank_and_world()
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world size {world_size}")
-        n = self.total_len
-        order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                 else np.arange(n, dtype=np.int64))
-        per_rank = math.ceil(n / world_size)
-        order = np.resize(order, per_rank * world_size)  # repeats from the start to fill the last round
-        return order[rank::world_size]
+        return self.order.epoch_order(epoch, rank, world_size)
 
     def get_item(self, index: int) -> Any:
-        k = int(np.searchsorted(self._starts, index, side="right")) - 1
-        return self.datasets[k][int(index - self._starts[k])]
+        return self.concat[index]
 
     def __iter__(self) -> Iterator[Any]:
-        order = self.epoch_order(self.epoch)[self.skip:]
         worker = get_worker_info()
-        if worker is not None and worker.num_workers > 1:
-            b = self.batch_size
-            blocks = range(worker.id, math.ceil(len(order) / b), worker.num_workers)
-            order = np.concatenate([order[k * b:(k + 1) * b] for k in blocks]) if len(blocks) else order[:0]
-        for index in order:
-            yield self.get_item(int(index))
+        rank, world = _rank_and_world()
+        ids = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        for index in self.order.indices(rank, world, *ids):
+            yield self.concat[int(index)]

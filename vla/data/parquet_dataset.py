@@ -6,8 +6,10 @@ Sample i is one frame. Before the transforms it holds that row's parquet columns
                    (with `use_delta`, each minus the previous row; the episode's first row has delta 0)
     action_masks   float32 [action_window_size]     0 for steps past the episode end, which repeat
                    the last action
-    info, stats    the dataset's info.json and its statistics (`set_statistics`)
     task_description, data_root, frame_source(video_key) -> uint8 H×W×3 at this row's timestamp
+
+The transforms that normalise get the run's statistics once, through `bind_statistics`
+(vla/data/binding.py; DistributedRepeatingDataset calls it), so samples carry no statistics.
 
 Rows whose window would start past the episode end (the last `window_start_idx` rows of each
 episode) are not samples, so every sample has at least one real action.
@@ -22,6 +24,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from vla.config import build, register
+from vla.data.binding import bind_statistics
 from vla.data.errors import DatasetError
 from vla.data.reader import LeRobotReader
 from vla.normalize import DatasetStatistics
@@ -53,7 +56,7 @@ class ParquetDataset(Dataset):
         self.statistic_name = statistic_name
         self.window_start_idx = int(window_start_idx)
         self.transforms = [build(t) if isinstance(t, dict) else t for t in transforms]
-        self.dataset_statistics: dict[str, DatasetStatistics] | None = None
+        self.statistics: DatasetStatistics | None = None
         # Sample index -> (reader, position of the episode in that reader, row): a few ints per episode.
         self._reader_of, self._episode_pos, counts = [], [], []
         for r, reader in enumerate(self.readers):
@@ -74,12 +77,10 @@ class ParquetDataset(Dataset):
         return [{"episode_index": ep, "stats": s} for reader in self.readers
                 for ep, s in sorted((reader.meta.episodes_stats or {}).items())]
 
-    def set_statistics(self, dataset_statistics: dict[str, DatasetStatistics]) -> None:
-        """Statistics by name; samples carry `dataset_statistics[statistic_name]` as `stats`."""
-        if self.statistic_name not in dataset_statistics:
-            raise DatasetError(f"no statistics named {self.statistic_name!r} (statistic_name); "
-                               f"have {sorted(dataset_statistics)}")
-        self.dataset_statistics = dict(dataset_statistics)
+    def bind_statistics(self, statistics: DatasetStatistics) -> None:
+        """Bind the run's statistics into the transforms that normalise (once, before sampling)."""
+        bind_statistics(self.transforms, statistics)
+        self.statistics = statistics
 
     def locate(self, index: int) -> tuple[LeRobotReader, int, int]:
         """(reader, episode_index, row) of sample `index`."""
@@ -109,8 +110,6 @@ class ParquetDataset(Dataset):
         columns = reader.episode_columns(ep)
         data: dict[str, Any] = {name: values[row] for name, values in columns.items()}
         data["actions"], data["action_masks"] = self.action_window(columns[self.action_key], row)
-        data["info"] = reader.info
-        data["stats"] = (self.dataset_statistics or {}).get(self.statistic_name)
         data["task_description"] = reader.task(int(data["task_index"])) if "task_index" in data else ""
         data["data_root"] = str(reader.root)
         timestamp = float(data["timestamp"]) if "timestamp" in data else row / reader.fps

@@ -11,7 +11,8 @@ A sample from `ParquetDataset` flows through them in config order:
     NormalizeStatesAndActions   `states` [S'], `actions` [T, A'] normalised and padded, `action_masks`
 
 The image and prompt work is done by plain functions (`vla.data.image_ops`,
-`vla.data.prompts`) that the policy server's eval transforms call too.
+`vla.data.prompts`) that the eval transforms (`vla.data.eval_transforms`) call too. Statistics
+are bound once, at construction (`bind`, vla/data/binding.py); samples do not carry them.
 """
 from __future__ import annotations
 
@@ -20,33 +21,34 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from vla.config import build, register
-from vla.data.errors import DatasetError
+from vla.data.errors import DatasetError, TransformError, require
 from vla.data.image_ops import normalize_images, resize_images
 from vla.data.prompts import ImagePromptTokenizer, PromptTokenizer, build_prompt
 from vla.normalize import DatasetStatistics, FeatureStats, Normalizer
+from vla.run_info import PromptSettings
 
 # Keys every sample keeps through ProcessParquetInputs (meta data for logging and debugging).
 PASSTHROUGH_KEYS = ("task_description", "episode_index", "frame_index", "data_root")
+# Keys the guide's configs list in `parquet_keys` (and the collator's `meta_keys`) from when every
+# sample carried the dataset's info.json and statistics. Statistics are now bound into the
+# transforms once (vla/data/binding.py), so samples no longer carry either: these names are
+# accepted and skipped, and the collator leaves out a meta key no sample has.
+BOUND_KEYS = ("info", "stats")
 
 
 def _tokenizer(tokenizer: Any) -> Any:
     return build(tokenizer) if isinstance(tokenizer, dict) else tokenizer
 
 
-def _require(data: Mapping[str, Any], key: str, who: str) -> Any:
-    if key not in data:
-        raise DatasetError(f"{who}: sample has no {key!r}; it has {sorted(data)}")
-    return data[key]
-
-
 @register
 class ProcessParquetInputs:
     """Select `parquet_keys` (renamed by `name_mappings`, one key may map to several names),
-    decode the `video_keys` cameras into `images` / `img_masks`, add `embodiment_ids`."""
+    decode the `video_keys` cameras into `images` / `img_masks`, add `embodiment_ids`.
+    `info` and `stats` in `parquet_keys` are accepted and skipped (BOUND_KEYS)."""
 
     def __init__(self, parquet_keys: Sequence[str], video_keys: Sequence[str] = (),
                  name_mappings: Mapping[str, Any] | None = None, embodiment_id: int | None = None):
-        self.parquet_keys = list(parquet_keys)
+        self.parquet_keys = [k for k in parquet_keys if k not in BOUND_KEYS]
         self.video_keys = list(video_keys)
         self.name_mappings = {k: [v] if isinstance(v, str) else list(v) for k, v in (name_mappings or {}).items()}
         self.embodiment_id = embodiment_id
@@ -54,11 +56,11 @@ class ProcessParquetInputs:
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {k: data[k] for k in PASSTHROUGH_KEYS if k in data}
         for key in self.parquet_keys:
-            value = _require(data, key, "ProcessParquetInputs.parquet_keys")
+            value = require(data, key, "ProcessParquetInputs.parquet_keys")
             for name in self.name_mappings.get(key, [key]):
                 out[name] = value
         if self.video_keys:
-            frame_source = _require(data, "frame_source", "ProcessParquetInputs.video_keys")
+            frame_source = require(data, "frame_source", "ProcessParquetInputs.video_keys")
             out["images"] = np.stack([frame_source(key) for key in self.video_keys])
             out["img_masks"] = np.ones(len(self.video_keys), dtype=bool)
         if self.embodiment_id is not None:
@@ -71,7 +73,7 @@ class ParquetPrompter:
     """`prompt` = the cleaned task description (`vla.data.prompts.build_prompt`)."""
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        data["prompt"] = build_prompt(_require(data, "task_description", "ParquetPrompter"))
+        data["prompt"] = build_prompt(require(data, "task_description", "ParquetPrompter"))
         return data
 
 
@@ -84,8 +86,11 @@ class ProcessPrompts:
         self.max_len = int(max_len)
         self.encode = PromptTokenizer(self.tokenizer, self.max_len)
 
+    def settings(self) -> PromptSettings:
+        return PromptSettings(type(self).__name__, self.max_len, getattr(self.tokenizer, "model_path", None))
+
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        prompt = _require(data, "prompt", "ProcessPrompts")
+        prompt = require(data, "prompt", "ProcessPrompts")
         data["lang_tokens"], data["lang_masks"] = self.encode(prompt)
         return data
 
@@ -104,8 +109,10 @@ class ProcessPromptsWithImage:
         self.encode = ImagePromptTokenizer(self.tokenizer, self.max_len, self.num_images, int(tokens_per_image),
                                            image_token)
 
+    settings = ProcessPrompts.settings
+
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        prompt = _require(data, "prompt", "ProcessPromptsWithImage")
+        prompt = require(data, "prompt", "ProcessPromptsWithImage")
         data["lang_tokens"], data["lang_masks"] = self.encode(prompt)
         return data
 
@@ -118,7 +125,7 @@ class ResizeImages:
         self.height, self.width = int(height), int(width)
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        data["images"] = resize_images(_require(data, "images", "ResizeImages"), self.height, self.width)
+        data["images"] = resize_images(require(data, "images", "ResizeImages"), self.height, self.width)
         return data
 
 
@@ -133,7 +140,7 @@ class NormalizeImages:
             raise ValueError(f"means {self.means.shape} and stds {self.stds.shape} must both be [cameras, 3]")
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        images = _require(data, "images", "NormalizeImages")
+        images = require(data, "images", "NormalizeImages")
         n = len(images)
         if self.means.ndim == 2 and len(self.means) != n:
             raise DatasetError(f"NormalizeImages: {len(self.means)} means/stds for {n} cameras")
@@ -141,12 +148,8 @@ class NormalizeImages:
         return data
 
 
-def feature_stats(stats: Any, key: str) -> FeatureStats:
-    """The block `key` of a DatasetStatistics (or its dict form)."""
-    if isinstance(stats, dict):
-        stats = DatasetStatistics.from_dict(stats)
-    if not isinstance(stats, DatasetStatistics):
-        raise DatasetError(f"sample 'stats' must be dataset statistics, got {type(stats).__name__}")
+def feature_stats(stats: DatasetStatistics, key: str) -> FeatureStats:
+    """The block `key` of a DatasetStatistics."""
     if key == "action":
         return stats.action
     if key == "proprio":
@@ -181,23 +184,22 @@ class NormalizeStatesAndActions:
         self.state_key = state_key
         self.action_key = action_key
         self.use_quantiles = bool(use_quantiles)
-        self._cache: tuple[int, Normalizer, Normalizer] | None = None
+        self.state_norm: Normalizer | None = None
+        self.action_norm: Normalizer | None = None
 
-    def normalizers(self, stats: Any) -> tuple[Normalizer, Normalizer]:
-        if self._cache is None or self._cache[0] != id(stats):
-            state = Normalizer.from_quantiles_flag(feature_stats(stats, self.state_key), self.use_quantiles,
-                                                   name=f"states ({self.state_key} statistics)")
-            action = Normalizer.from_quantiles_flag(feature_stats(stats, self.action_key), self.use_quantiles,
-                                                    name=f"actions ({self.action_key} statistics)")
-            self._cache = (id(stats), state, action)
-        return self._cache[1], self._cache[2]
+    def bind(self, statistics: DatasetStatistics, **_: Any) -> None:
+        """The run's statistics, once (vla/data/binding.py)."""
+        self.state_norm = Normalizer.from_quantiles_flag(feature_stats(statistics, self.state_key), self.use_quantiles,
+                                                         name=f"states ({self.state_key} statistics)")
+        self.action_norm = Normalizer.from_quantiles_flag(feature_stats(statistics, self.action_key),
+                                                          self.use_quantiles,
+                                                          name=f"actions ({self.action_key} statistics)")
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        stats = data.get("stats")
-        if stats is None:
-            raise DatasetError("NormalizeStatesAndActions: the sample carries no 'stats'; build the dataset "
-                               "inside DistributedRepeatingDataset or give it statistics (set_statistics)")
-        state_norm, action_norm = self.normalizers(stats)
+        state_norm, action_norm = self.state_norm, self.action_norm
+        if state_norm is None or action_norm is None:
+            raise TransformError("NormalizeStatesAndActions: no statistics bound; build the dataset inside "
+                                 "DistributedRepeatingDataset or call its bind_statistics()")
         if "states" in data:
             states = state_norm.normalize(np.asarray(data["states"], dtype=np.float32))
             data["states"] = pad_last(states, self.state_dim, "states") if self.state_dim else states

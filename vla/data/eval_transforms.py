@@ -1,4 +1,8 @@
-"""Eval transforms (the seed's `eval` section), registered under the seed's names.
+"""Eval transforms (the guide's `eval` section), registered under the guide's names.
+
+They live next to the training transforms (vla/data/transforms.py), share their required-key
+helper and error type (`vla.data.errors.require`, `TransformError`: the policy server answers it
+with INVALID_ARGUMENT) and their image and prompt functions.
 
 One observation flows through them in config order, then the model, then the action
 transform:
@@ -18,8 +22,8 @@ data (LeRobot conversions) hold frames rotated by 180° (`vla.libero.rotate_180`
 frames are rotated; openpi's client has already rotated its frames, so openpi-key frames are
 used as sent.
 
-The engine calls `bind(statistics=..., state_dim=...)` on the transforms that need the work
-dir's statistics or the model's sizes, so configs stay as the seed writes them.
+The engine binds the work dir's statistics and the model's `state_dim` into the transforms that
+need them (`vla.data.binding.bind_statistics`), so configs stay as the guide writes them.
 """
 from __future__ import annotations
 
@@ -28,24 +32,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from vla.config import build, register
+from vla.data.errors import TransformError, require
 from vla.data.image_ops import normalize_images, resize_images
 from vla.data.prompts import PromptTokenizer, build_prompt
-from vla.errors import VLAError
 from vla.libero import (CAMERA_KEYS, EEF_POS_KEY, EEF_QUAT_KEY, GRIPPER_QPOS_KEY, OPENPI_CAMERA_KEYS,
                         OPENPI_STATE_KEY, libero_state, rotate_180)
 from vla.normalize import DatasetStatistics, Normalizer
 
 STATE_SAMPLE_KEY = "libero_state"   # openpi's ready-made 8-dim state, carried to LiberoProprioFromInputs
-
-
-class EvalTransformError(VLAError, ValueError):
-    """An observation a transform cannot process; the message names the transform and key."""
-
-
-def _need(data: dict[str, Any], key: str, who: str) -> Any:
-    if key not in data:
-        raise EvalTransformError(f"{who}: observation has no {key!r}; it has {sorted(data)}")
-    return data[key]
 
 
 @register
@@ -62,13 +56,13 @@ class ProcessLiberoEvalInputs:
             frames = [rotate_180(np.asarray(data[k])) for k in self.img_keys]
         else:
             keys = [OPENPI_CAMERA_KEYS.get(k, k) for k in self.img_keys]
-            frames = [np.asarray(_need(data, k, "ProcessLiberoEvalInputs")) for k in keys]
+            frames = [np.asarray(require(data, k, "ProcessLiberoEvalInputs")) for k in keys]
             if OPENPI_STATE_KEY in data:
                 data[STATE_SAMPLE_KEY] = np.asarray(data[OPENPI_STATE_KEY], dtype=np.float64)
         # Cameras may differ in size; TransformImage resizes each to its own input size.
         data["images"] = frames
         data["img_masks"] = np.ones(len(frames), dtype=bool)
-        data["prompt"] = build_prompt(_need(data, "prompt", "ProcessLiberoEvalInputs"))
+        data["prompt"] = build_prompt(require(data, "prompt", "ProcessLiberoEvalInputs"))
         if self.embodiment_id is not None:
             data["embodiment_ids"] = np.int64(self.embodiment_id)
         return data
@@ -98,9 +92,9 @@ class TransformImage:
                              f"[{len(self.input_sizes)} cameras, 3]")
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        frames = _need(data, "images", "TransformImage")
+        frames = require(data, "images", "TransformImage")
         if len(frames) != len(self.input_sizes):
-            raise EvalTransformError(f"TransformImage: {len(frames)} cameras but {len(self.input_sizes)} input_sizes")
+            raise TransformError(f"TransformImage: {len(frames)} cameras but {len(self.input_sizes)} input_sizes")
         shapes = {np.shape(f) for f in frames}
         if len(shapes) == 1 and len(set(self.input_sizes)) == 1:   # the usual case: one call for all cameras
             _, h, w = self.input_sizes[0]
@@ -122,7 +116,7 @@ class LiberoPromptFromInputs:
         self.encode = PromptTokenizer(self.tokenizer, self.max_len)
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        data["lang_tokens"], data["lang_masks"] = self.encode(_need(data, "prompt", "LiberoPromptFromInputs"))
+        data["lang_tokens"], data["lang_masks"] = self.encode(require(data, "prompt", "LiberoPromptFromInputs"))
         return data
 
 
@@ -149,20 +143,20 @@ class LiberoProprioFromInputs:
         if STATE_SAMPLE_KEY in data and pos_key not in data:
             return np.asarray(data[STATE_SAMPLE_KEY], dtype=np.float64)
         who = "LiberoProprioFromInputs"
-        return libero_state({EEF_POS_KEY: _need(data, pos_key, who), EEF_QUAT_KEY: _need(data, quat_key, who),
-                             GRIPPER_QPOS_KEY: _need(data, gripper_key, who)})
+        return libero_state({EEF_POS_KEY: require(data, pos_key, who), EEF_QUAT_KEY: require(data, quat_key, who),
+                             GRIPPER_QPOS_KEY: require(data, gripper_key, who)})
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.normalizer is None:
-            raise EvalTransformError("LiberoProprioFromInputs: no statistics bound (the engine binds them)")
+            raise TransformError("LiberoProprioFromInputs: no statistics bound (the engine binds them)")
         state = self.raw_state(data, self.pos_key, self.quat_key, self.gripper_key)
         try:
             state = self.normalizer.normalize(state)
         except ValueError as exc:
-            raise EvalTransformError(f"LiberoProprioFromInputs: {exc}") from None
+            raise TransformError(f"LiberoProprioFromInputs: {exc}") from None
         if self.state_dim is not None:
             if len(state) > self.state_dim:
-                raise EvalTransformError(f"LiberoProprioFromInputs: proprio has {len(state)} dims, "
+                raise TransformError(f"LiberoProprioFromInputs: proprio has {len(state)} dims, "
                                          f"more than the model's state_dim {self.state_dim}")
             state = np.concatenate([state, np.zeros(self.state_dim - len(state))])
         data[self.out_key] = state.astype(np.float32)
@@ -204,11 +198,11 @@ class DenormalizeLiberoAction:
 
     def __call__(self, actions: np.ndarray) -> np.ndarray:
         if self.normalizer is None:
-            raise EvalTransformError("DenormalizeLiberoAction: no statistics bound (the engine binds them)")
+            raise TransformError("DenormalizeLiberoAction: no statistics bound (the engine binds them)")
         actions = np.asarray(actions, dtype=np.float64)
         dim = self.normalizer.dim
         if actions.shape[-1] < dim:
-            raise EvalTransformError(f"DenormalizeLiberoAction: model gave {actions.shape[-1]} action dims, "
+            raise TransformError(f"DenormalizeLiberoAction: model gave {actions.shape[-1]} action dims, "
                                      f"the statistics have {dim}")
         out = self.normalizer.denormalize(actions[..., :dim])[..., :self.action_dim].copy()
         g = out[..., -1]
