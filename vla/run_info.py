@@ -103,4 +103,5 @@ def _walk(node: Any) -> Iterator[tuple[str, Any]]:
             yield from _walk(v)
     elif isinstance(node, list):
         for v in node:
+            yield "", v
             yield from _walk(v)
