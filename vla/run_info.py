@@ -14,11 +14,12 @@ searching the config for these facts. Work dirs written before the file existed 
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+from vla.io import read_json, write_json
 
 RUN_INFO_FILENAME = "run_info.json"
 PROMPT_TRANSFORMS = ("ProcessPrompts", "ProcessPromptsWithImage")
@@ -77,10 +78,8 @@ class RunInfo:
 
 
 def write_run_info(work_dir: str | os.PathLike, info: RunInfo) -> Path:
-    from vla.config import atomic_write_text
-
     path = Path(work_dir) / RUN_INFO_FILENAME
-    atomic_write_text(path, json.dumps(info.to_dict(), indent=2) + "\n")
+    write_json(path, info.to_dict())
     return path
 
 
@@ -89,11 +88,7 @@ def read_run_info(work_dir: str | os.PathLike) -> RunInfo | None:
     path = Path(work_dir) / RUN_INFO_FILENAME
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunInfoError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-    return RunInfo.from_dict(data, source=str(path))
+    return RunInfo.from_dict(read_json(path, error=RunInfoError), source=str(path))
 
 
 def _walk(node: Any) -> Iterator[tuple[str, Any]]:
