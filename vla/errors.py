@@ -12,7 +12,8 @@ Each domain error also keeps the builtin base it has always had (`ValueError` fo
     JSONFileError             vla.io                ValueError
     StatisticsError           vla.normalize         ValueError
     DatasetError              vla.data              ValueError
-    TransformError            vla.data (training and eval transforms)   ValueError (a DatasetError)
+    TransformError            vla.data              ValueError (a DatasetError; training and eval transforms)
+    RunInfoError              vla.run_info          ValueError
     CheckpointError           vla.checkpoint        RuntimeError
     CheckpointNotFoundError   vla.models.loading    FileNotFoundError
     CheckpointFileError       vla.models.loading    ValueError

@@ -19,13 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from vla.errors import VLAError
 from vla.io import read_json, write_json
 
 RUN_INFO_FILENAME = "run_info.json"
 PROMPT_TRANSFORMS = ("ProcessPrompts", "ProcessPromptsWithImage")
 
 
-class RunInfoError(ValueError):
+class RunInfoError(VLAError, ValueError):
     """A run_info.json (or, for an old work dir, a config) the facts cannot be read from."""
 
 
