@@ -35,8 +35,7 @@ def load_policy(work_dir: str | None):
 
 def act(policy: Any, obs: dict[str, Any]) -> np.ndarray:
     """One observation through the policy as our server runs it: prepare on the caller, then a batch of one."""
-    prepare = getattr(policy, "prepare", None) or policy.validate
-    out = policy.infer_batch([prepare(obs)])[0]
+    out = policy.infer_batch([policy.prepare(obs)])[0]
     if isinstance(out, Exception):
         raise out
     return np.asarray(out, dtype=np.float32)
@@ -50,7 +49,7 @@ def serve_openpi(policy: Any, port: int) -> None:
         def infer(self, obs: dict) -> dict:
             return {"actions": act(policy, obs)}
 
-    server = WebsocketPolicyServer(Adapter(), host="127.0.0.1", port=port, metadata=dict(policy.info()))
+    server = WebsocketPolicyServer(Adapter(), host="127.0.0.1", port=port, metadata=policy.info().to_dict())
     print("READY", flush=True)   # websockets binds within serve(); the client retries its connect
     server.serve_forever()
 

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from sim_client.errors import SimClientError
+from vla.wire import protocol
+from vla.wire.server_info import InputSpec, ServerInfo
 
 POS_SCALE = 0.05          # m per unit of action (robosuite OSC_POSE output_max for position)
 ROT_SCALE = 0.5           # rad per unit of action (OSC_POSE output_max for rotation)
@@ -577,9 +579,10 @@ class ExpertPolicy:
         self.expert: Expert | None = None
         self._bound = None
 
-    def info(self) -> dict[str, Any]:
-        return {"model": self.model, "chunk_length": 1, "action_dim": 7, "model_version": "expert-1",
-                "inputs": [{"key": k} for k in EXPERT_INPUTS], "image_orientation": "as_rendered"}
+    def info(self) -> ServerInfo:
+        return ServerInfo(model=self.model, chunk_length=1, action_dim=7, model_version="expert-1",
+                          inputs=tuple(InputSpec(k) for k in EXPERT_INPUTS),
+                          image_orientation=protocol.ORIENTATION_AS_RENDERED)
 
     def bind(self, env, task) -> None:
         """Attach to the env for the next episode (called before its reset; the expert starts at

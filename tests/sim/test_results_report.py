@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sim_client.policy import RequestBuilder, resize_with_pad
+from vla.wire.server_info import ServerInfo
 from vla.libero import quat2axisangle
 from sim_client.report import format_table, summarize, wilson, write_report
 from sim_client.results import ResultsFile, merge, parse_shard, read_results, select_shard
@@ -124,41 +125,46 @@ def _obs():
             "robot0_gripper_qpos": np.array([0.04, -0.04])}
 
 
+def _builder(info: dict, **kwargs) -> RequestBuilder:
+    """A RequestBuilder for a server whose info dict (the wire form) is `info`."""
+    return RequestBuilder(ServerInfo.from_dict(info), **kwargs)
+
+
 def test_request_follows_the_server_declaration():
     obs = _obs()
     sim_inputs = [{"key": k} for k in (*protocol.SIM_KEYS, "prompt")]
-    as_rendered = RequestBuilder({"inputs": sim_inputs, "image_orientation": "as_rendered"})
+    as_rendered = _builder({"inputs": sim_inputs, "image_orientation": "as_rendered"})
     req = as_rendered.build(obs, "do it")
     assert as_rendered.layout == "sim" and req["prompt"] == "do it"
     assert np.array_equal(req["agentview_image"], obs["agentview_image"])
     assert "replay_step" not in req
-    rotated = RequestBuilder({"inputs": sim_inputs, "image_orientation": "rotated_180"}).build(obs, "x")
+    rotated = _builder({"inputs": sim_inputs, "image_orientation": "rotated_180"}).build(obs, "x")
     assert np.array_equal(rotated["agentview_image"], obs["agentview_image"][::-1, ::-1])
     # Only the cameras the server asks for are rendered and sent.
-    one_cam = RequestBuilder({"inputs": [{"key": "agentview_image"}, {"key": "robot0_eef_pos"},
+    one_cam = _builder({"inputs": [{"key": "agentview_image"}, {"key": "robot0_eef_pos"},
                                          {"key": "robot0_eef_quat"}, {"key": "robot0_gripper_qpos"}]})
     assert one_cam.cameras == ("agentview_image",)
     assert "robot0_eye_in_hand_image" not in one_cam.build(obs, "x")
     # A state-only declaration (the scripted expert's) gets no camera at all.
-    state_only = RequestBuilder({"inputs": [{"key": "robot0_eef_pos"}, {"key": "robot0_eef_quat"},
+    state_only = _builder({"inputs": [{"key": "robot0_eef_pos"}, {"key": "robot0_eef_quat"},
                                             {"key": "robot0_gripper_qpos"}]})
     assert state_only.layout == "sim" and state_only.cameras == ()
     assert not {"agentview_image", "robot0_eye_in_hand_image"} & set(state_only.build(obs, "x"))
     # openpi's server declares nothing: openpi's keys, rotated, resized, 8-d state.
-    openpi = RequestBuilder({}, resize_size=224)
+    openpi = _builder({}, resize_size=224)
     req = openpi.build(obs, "x")
     assert openpi.layout == "openpi"
     assert req["observation/image"].shape == (224, 224, 3) and req["observation/state"].shape == (8,)
     assert np.array_equal(req["observation/image"], resize_with_pad(obs["agentview_image"][::-1, ::-1], 224))
     # A scripted replay server gets no step index from the client itself, only from the test hook.
-    replay = RequestBuilder({"inputs": sim_inputs, "scripted": "replay"})
+    replay = _builder({"inputs": sim_inputs, "scripted": "replay"})
     assert "replay_step" not in replay.build(obs, "x")
     from tests.sim.replay import _ReplayBuilder
 
     hooked = _ReplayBuilder(replay, {"step": 30}, "libero_10/0/0").build(obs, "x")
     assert hooked["replay_step"] == 30 and hooked["replay_key"] == "libero_10/0/0" and hooked["prompt"] == "x"
     with pytest.raises(ValueError, match="image_orientation"):
-        RequestBuilder({"inputs": sim_inputs, "image_orientation": "sideways"})
+        _builder({"inputs": sim_inputs, "image_orientation": "sideways"})
 
 
 def test_quat2axisangle():
