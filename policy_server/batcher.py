@@ -39,9 +39,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vla.errors import VLAError
 from vla.wire.errors import ErrorCode, PolicyError
 
 log = logging.getLogger("policy_server.batcher")
+
+
+class WarmupError(VLAError, RuntimeError):
+    """Warm-up - a valid LIBERO-size observation through prepare() and infer_batch(), as a request -
+    failed: the server's own files (statistics, config, tokenizer, checkpoint) do not fit each other,
+    so it must not report ready. The CLI exits 2 with this message."""
 
 FLUSH_REASONS = ("idle", "ready", "full", "window")
 
@@ -105,6 +112,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self.warmup_s = 0.0
         self.prepare_s = float("inf")   # the policy's prepare() on the warm-up observation
+        self.failure: WarmupError | None = None   # why warm-up failed: the server never becomes ready
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -113,10 +121,11 @@ class Batcher:
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and self._accepting
+        return self._ready.is_set() and self._accepting and self.failure is None
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
+        """True once warm-up succeeded; False on timeout or when it failed (see `failure`)."""
+        return self._ready.wait(timeout) and self.failure is None
 
     def stop_accepting(self) -> None:
         """Drain starts: new requests get UNAVAILABLE; queued ones still run."""
@@ -196,7 +205,8 @@ class Batcher:
             elif self._answered:
                 self._answered -= 1
             if not self._accepting:
-                why = "draining" if self._ready.is_set() else "warming up"
+                why = ("not serving: its warm-up failed" if self.failure is not None
+                       else "draining" if self._ready.is_set() else "warming up")
                 raise PolicyError(ErrorCode.UNAVAILABLE, f"server is {why}; retry later", request_id)
             inline = (inline_ok and not self._queue and not self._computing and not self._stopping
                       and self._expected_locked(now) == 0)
@@ -229,21 +239,35 @@ class Batcher:
         # pays for it.
         obs = self.policy.warmup_observation()
         t0 = time.monotonic()
-        sample = self.policy.prepare(obs)
+        try:
+            sample = self.policy.prepare(obs)
+        except PolicyError as exc:   # the server's own files refuse a valid observation
+            raise WarmupError(f"the warm-up observation (LIBERO-size, valid) was refused: {exc.message}") from None
         self.prepare_s = time.monotonic() - t0
         for size in sorted({1, self.config.max_batch_size}):
             t0 = time.monotonic()
-            self.policy.infer_batch([sample] * size)
+            replies = self.policy.infer_batch([sample] * size)
             if size == 1:
                 self._solo_s = time.monotonic() - t0
+            failed = [r for r in replies if isinstance(r, PolicyError)]
+            if failed or len(replies) != size:
+                why = failed[0].message if failed else f"{len(replies)} replies for a batch of {size}"
+                raise WarmupError(f"the warm-up batch of {size} failed: {why}")
         self.warmup_s = time.monotonic() - start
         log.info("warm-up done in %.2fs", self.warmup_s)
 
     def _run(self) -> None:
         try:
             self._warmup()
-        except Exception:
+        except WarmupError as exc:
+            self.failure = exc
+            log.error("warm-up failed: %s", exc)
+            self._ready.set()   # wake whoever waits for readiness; `ready` stays false
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug in the policy: keep its traceback in the log
+            self.failure = WarmupError(f"the warm-up request raised {type(exc).__name__}: {exc}")
             log.exception("warm-up failed; the server stays not ready")
+            self._ready.set()
             return
         with self._cond:
             self._accepting = not self._stopping

@@ -100,8 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         return 2
     log.info("listening: grpc=%s http=%s (warming up)", server.grpc_port, server.http_port)
-    while not stop.wait(0.5):
-        pass
+    batcher = server.service.batcher
+    while not stop.wait(0.2):
+        if batcher.failure is not None:   # ready would be a lie: every request would fail
+            print(f"policy_server: {args.work_dir or 'the policy'} cannot answer requests, so the server will "
+                  f"not report ready: {batcher.failure} (the server's own files do not fit each other; "
+                  "no client is at fault)", file=sys.stderr)
+            server.stop()
+            return 2
     clean = server.drain(args.drain_timeout_s)
     log.info("stopped (%s)", "drained" if clean else "drain deadline passed")
     return 0 if clean else 1

@@ -20,6 +20,7 @@ Each domain error also keeps the builtin base it has always had (`ValueError` fo
     CheckpointMismatchError   vla.models.loading    RuntimeError
     PolicyError               vla.wire              (a wire error code and a client-safe message)
     EngineError               policy_server         ValueError
+    WarmupError               policy_server         RuntimeError
     SimClientError            sim_client            ValueError
     ExpertUnsupported         sim_client.expert     ValueError (a SimClientError)
     ExpertFailed              sim_client.record     RuntimeError

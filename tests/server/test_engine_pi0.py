@@ -176,3 +176,43 @@ def test_other_families_serve_and_identical_requests_get_identical_actions(tmp_p
     assert a.shape == (engine.chunk_length, 7) and np.isfinite(a).all()
     np.testing.assert_allclose(a, c, atol=1e-5)            # same start noise for every request
     np.testing.assert_allclose(fx.infer(engine, obs)[0], a, atol=1e-4)
+
+
+def test_statistics_that_do_not_fit_fail_the_start_instead_of_serving_errors(pi0_dir, tmp_path):
+    """dataset_statistics.json with 5 proprio dims for an 8-dim LIBERO state: warm-up runs the real
+    request path, fails, and the server exits 2 naming the statistics - it never reports ready."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    root = tmp_path / "run"
+    shutil.copytree(pi0_dir[0], root)
+    stats_path = root / "dataset_statistics.json"
+    stats = json.loads(stats_path.read_text())
+    for block in stats.values():
+        for key, value in block["proprio"].items():
+            block["proprio"][key] = value[:5]
+    stats_path.write_text(json.dumps(stats))
+    hport = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "policy_server.cli", "--work-dir", str(root), "--grpc-port",
+                             str(free_port()), "--http-port", str(hport)], cwd=REPO, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, err[-3000:]
+    line = next(ln for ln in err.splitlines() if ln.startswith("policy_server: "))
+    assert "will not report ready" in line and "statistics" in line and "5" in line, line
+    assert "Traceback" not in err
+    try:   # the process is gone: nothing answers /readyz
+        urllib.request.urlopen(f"http://127.0.0.1:{hport}/readyz", timeout=2)
+        raise AssertionError("a server still answers")
+    except OSError:
+        pass
