@@ -11,9 +11,9 @@ A pick-and-place runs: approach above the grasp point (yaw turned to the object'
 side, or to the rim of an object too wide to span), descend, close, lift, carry above the
 target, lower, open, retreat. Every phase has a step timeout; a grasp that did not lift the
 object, an object that slips while carried, or a placement the goal predicate does not
-accept sends it back to the approach (a few attempts per object). Goals with predicates other
-than In/On (open, close, turn on, ...) are refused by `plan_task` with an `ExpertUnsupported`
-naming the task.
+accept sends it back to the approach, as often as the step budget allows (`attempt` counts
+them). Goals with predicates other than In/On (open, close, turn on, ...) are refused by
+`plan_task` with an `ExpertUnsupported` naming the task.
 
 In an evaluation the expert stands in for a policy server (`ExpertPolicy`): the episode loop
 queries it once per step with the state-only request it declares, so no camera is rendered.
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sim_client.errors import SimClientError
+from vla.libero import PROPRIO_KEYS
 from vla.wire import protocol
 from vla.wire.server_info import InputSpec, ServerInfo
 
@@ -50,7 +51,6 @@ HAND_CLEARANCE = 0.04     # grip site above whatever the empty hand passes over
 MIN_LIFT = 0.05           # an object is lifted at least this much before it is carried
 CARRY_CLEARANCE = 0.04    # carried object's bottom above everything it passes over
 RELEASE_GAP = {"in": 0.015, "on": 0.008}
-ATTEMPTS = 4              # pick-and-place attempts per goal before it keeps going on the last one
 
 SUPPORTED = ("in", "on")
 
@@ -562,7 +562,6 @@ class Expert:
 
 # ------------------------------------------------------------------------ as a policy "server"
 
-EXPERT_INPUTS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 
 
 class ExpertPolicy:
@@ -581,7 +580,7 @@ class ExpertPolicy:
 
     def info(self) -> ServerInfo:
         return ServerInfo(model=self.model, chunk_length=1, action_dim=7, model_version="expert-1",
-                          inputs=tuple(InputSpec(k) for k in EXPERT_INPUTS),
+                          inputs=tuple(InputSpec(k) for k in PROPRIO_KEYS),
                           image_orientation=protocol.ORIENTATION_AS_RENDERED)
 
     def bind(self, env, task) -> None:

@@ -197,10 +197,8 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="ep", desc="record", dynamic_ncols=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`sim_client record ...` (see sim_client.cli)."""
+def build_parser():
     import argparse
-    import sys
 
     from sim_client.cli import _int_list
 
@@ -216,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, help="step budget per episode (default: the suite's evaluation budget)")
     p.add_argument("--renderer", choices=("auto", "egl", "osmesa"), default="auto")
     p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sim_client record ...` (see sim_client.cli)."""
+    import sys
+
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         out = record_dataset(args.out, suite=args.suite, tasks=args.tasks, episodes_per_task=args.episodes_per_task,

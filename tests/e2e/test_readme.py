@@ -71,7 +71,7 @@ def cli_of(argv: list[str]) -> tuple[str, list[str]] | None:
     if head in ("vla-train", "policy_server"):
         return head, argv[1:]
     if head == "sim_client":
-        if argv[1:2] in (["merge"], ["report"]):
+        if argv[1:2] in (["merge"], ["report"], ["record"]):
             return f"sim_client {argv[1]}", argv[2:]
         return "sim_client", argv[1:]
     if head == "bash" and len(argv) > 1 and argv[1] in ("scripts/train.sh", "scripts/eval.sh"):
@@ -87,6 +87,7 @@ HELP_CMDS = {
     "sim_client": ["-m", "sim_client.cli"],
     "sim_client merge": ["-m", "sim_client.cli", "merge"],
     "sim_client report": ["-m", "sim_client.cli", "report"],
+    "sim_client record": ["-m", "sim_client.cli", "record"],
     "scripts/download_libero.py": [str(REPO / "scripts/download_libero.py")],
 }
 # train.sh hands its extra arguments to vla-train; eval.sh hands them to sim_client.
@@ -130,6 +131,7 @@ def test_commands_parse_with_the_real_parsers():
     """Beyond single flags: each shown command line parses whole, and --cfg-options apply."""
     from policy_server.cli import build_parser as server_parser
     from sim_client.cli import build_parser as sim_parser
+    from sim_client.record import build_parser as record_parser
     from trainer.cli import parse_args as train_args
     from vla.config import Config
 
@@ -152,6 +154,8 @@ def test_commands_parse_with_the_real_parsers():
                 server_parser().parse_args(args)
             elif name == "sim_client":
                 sim_parser().parse_args(args)
+            elif name == "sim_client record":
+                record_parser().parse_args(args)
             else:
                 continue
         except SystemExit as exc:
