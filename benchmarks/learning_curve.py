@@ -27,7 +27,6 @@ evaluation speed depend on it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -90,7 +89,7 @@ def train(args: argparse.Namespace, work_dir: Path, env: dict[str, str]) -> floa
     if done is not None and done.step >= args.steps:
         print(f"learning_curve: {work_dir} holds step {done.step} >= {args.steps}; not training", file=sys.stderr)
         return None
-    from vla.demo import path_overrides  # the demo's helper: every data root / tokenizer the config names
+    from demo.cli import path_overrides  # the demo's helper: every data root / tokenizer the config names
 
     options = path_overrides(REPO / args.config, Path(args.data).resolve(), tokenizer_dir(args, work_dir))
     options += [f"runner.max_steps={args.steps}", "runner.max_epochs=100000",
@@ -133,17 +132,6 @@ def checkpoints(work_dir: Path) -> list[tuple[int, str]]:
         if m and m.group(1) == "step":
             found.append((int(m.group(2)), p.name))
     return sorted(found)
-
-
-def metric_records(path: Path) -> list[dict]:
-    """metrics.jsonl's lines (a torn last line is skipped, as trainer.metrics.VLAMetric.records does)."""
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def loss_at(records: list[dict], step: int) -> float | None:
@@ -242,10 +230,10 @@ def plot(rows: list[dict], path: Path) -> None:
     axes[2].axhline(100 * GOAL, color="grey", ls=":")
     axes[2].set(title="closed-loop success (%)", xlabel="step", ylim=(0, 100))
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    from vla.io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -255,9 +243,10 @@ def main(argv=None) -> int:
     print(f"learning_curve: load average at start {load_average()}", file=sys.stderr, flush=True)
     seconds = train(args, work_dir, env)
 
-    from vla.config import Config, atomic_write_text
+    from vla.config import Config
+    from vla.io import read_jsonl, write_json
 
-    records = metric_records(work_dir / "metrics.jsonl")
+    records = read_jsonl(work_dir / "metrics.jsonl", torn_tail_ok=True)
     chunk = int((Config.fromfile(work_dir / "config.json").to_plain().get("eval") or {}).get("eval_chunk_size", 10))
     frames = heldout_frames(Path(args.heldout), args.max_heldout_frames)
     found = checkpoints(work_dir)
@@ -283,8 +272,8 @@ def main(argv=None) -> int:
     print("\n".join(lines))
     print(f"trained {'(already)' if seconds is None else f'{seconds / 60:.1f} min'}; held-out frames {len(frames)}; "
           f"suite {args.suite} tasks {args.tasks} x {args.trials} trials; load average now {load_average()}")
-    atomic_write_text(work_dir / "learning_curve.json", json.dumps(
-        dict(rows=rows, train_seconds=seconds, suite=args.suite, tasks=args.tasks, trials=args.trials), indent=1))
+    write_json(work_dir / "learning_curve.json",
+               dict(rows=rows, train_seconds=seconds, suite=args.suite, tasks=args.tasks, trials=args.trials))
     plot(rows, work_dir / "learning_curve.png")
     print(f"plot {work_dir / 'learning_curve.png'}")
     successes = [r["success"] for r in rows if r["success"] is not None]

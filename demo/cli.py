@@ -1,14 +1,17 @@
 """`make demo`: record -> tokenizer -> train -> serve + evaluate -> report, on a dataset it records itself.
 
-    python -m demo [--config pi0|pi05|gr00t|CONFIG.py] [--root work_dirs/demo] [--tasks 0,1]
-                   [--episodes-per-task 2] [--train-steps 200]
-                   [--eval-max-steps 60] [--workers 2] [--video failures]
+    python -m demo [--config pi0|pi05|gr00t|CONFIG.py] [--root work_dirs/demo] [--suite libero_object]
+                   [--tasks 0] [--episodes-per-task 40] [--train-steps 3000] [--trials 10]
+                   [--eval-max-steps N] [--workers 2] [--video failures]
 
 Steps and where they write:
-  record     ROOT/data         scripted-expert demonstrations from the real simulator (sim_client.record)
+  record     ROOT/data         scripted-expert demonstrations from the real simulator (sim_client.record),
+                               from fresh placements, never the evaluation's initial states
   tokenizer  ROOT/tokenizer    the tiny byte-level BPE tokenizer (vla.data.tiny_tokenizer)
-  train      WORK_DIR          scripts/train.sh on the tiny config (statistics, checkpoints, loss.png)
-  eval       WORK_DIR/eval     scripts/eval.sh: policy_server on the last checkpoint + sim_client
+  train      WORK_DIR          scripts/train.sh on the family's config, from scratch (statistics,
+                               checkpoints, loss.png)
+  eval       WORK_DIR/eval     scripts/eval.sh: policy_server on the last checkpoint + sim_client on the
+                               tasks the dataset holds, the first --trials standard initial states of each
 WORK_DIR is ROOT for π0 (the default) and ROOT_<family> for the others, which share ROOT's data.
 Each step writes a marker (ROOT or WORK_DIR/.demo/<step>.json, atomically) only once it is
 complete; a rerun skips marked steps and resumes unmarked ones (the recorder appends after the
@@ -31,13 +34,13 @@ from vla.errors import EXPECTED_ERRORS, VLAError, cli_error
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {
-    "pi0": "configs/pi0/pi0_paligemma_libero_10_full_finetune_tiny.py",
+    "pi0": "configs/pi0/pi0_paligemma_libero_object_small.py",
     "pi05": "configs/pi05/pi05_paligemma_libero_10_full_finetune_tiny.py",
     "gr00t": "configs/gr00t/gr00t_eagle_3b_libero_10_full_train_tiny.py",
 }
 ALIASES = {"pi0.5": "pi05", "π0": "pi0", "π0.5": "pi05", "gr00t-n1.5": "gr00t", "groot": "gr00t"}
 DEFAULT_ROOT = "work_dirs/demo"
-DEFAULT_DATA_ROOT = "work_dirs/demo/data"        # what the tiny configs name; replaced by ROOT/data
+DEFAULT_DATA_ROOT = "work_dirs/demo/data"        # what the demo configs name; replaced by ROOT/data
 DEFAULT_TOKENIZER = "work_dirs/demo/tokenizer"
 
 
@@ -80,6 +83,25 @@ def path_overrides(config: Path, data_root: Path, tokenizer: Path) -> list[str]:
     if not any("data_root_path" in f for f in found):
         raise DemoError(f"{config}: no data_root_path found; the demo cannot point it at {data_root}")
     return found
+
+
+def dataset_tasks(data_root: Path, suite: str) -> list[int]:
+    """Ids of the `suite` tasks whose instruction the dataset at `data_root` holds: the tasks the
+    policy was trained on, and so the ones the demo evaluates."""
+    from sim_client.suites import get_tasks
+    from vla.data.reader import LeRobotReader
+
+    reader = LeRobotReader(data_root)
+    try:
+        texts = {reader.task(i) for i in range(reader.info["total_tasks"])}
+    finally:
+        reader.close()
+    ids = [t.task_id for t in get_tasks(suite) if t.language in texts]
+    unknown = texts - {t.language for t in get_tasks(suite)}
+    if unknown or not ids:
+        raise DemoError(f"{data_root}: its tasks {sorted(unknown or texts)} are not {suite} tasks; "
+                        f"record it with --suite {suite} (or delete it)")
+    return ids
 
 
 class Steps:
@@ -137,17 +159,27 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="pi0 (default), pi05, gr00t or a config file; default from $DEMO_CONFIG")
     p.add_argument("--root", default=DEFAULT_ROOT, help="demo directory (data, tokenizer, π0 work dir)")
     p.add_argument("--work-dir", help="training work dir (default: ROOT for pi0, ROOT_<family> otherwise)")
-    p.add_argument("--suite", default="libero_object", help="a suite the scripted expert covers")
-    p.add_argument("--tasks", default=None, help="task ids, e.g. 0,1 (default: every task of the suite)")
-    p.add_argument("--episodes-per-task", type=int, default=2)
+    p.add_argument("--suite", default="libero_object", help="LIBERO suite the expert records and the policy is scored on")
+    p.add_argument("--tasks", default="0", help="task ids, e.g. 0,1 (default 0); 'all' for every task of the suite")
+    p.add_argument("--episodes-per-task", type=int, default=40, help="expert demonstrations recorded per task")
     p.add_argument("--image-size", type=int, default=256, help="recorded camera resolution")
-    p.add_argument("--train-steps", type=int, default=200)
-    p.add_argument("--eval-max-steps", type=int, default=60, help="step budget per evaluation episode")
+    p.add_argument("--train-steps", type=int, default=3000)
+    p.add_argument("--trials", type=int, default=10, help="standard initial states evaluated per task")
+    p.add_argument("--eval-max-steps", type=int, help="step budget per evaluation episode (default: the suite's)")
     p.add_argument("--workers", type=int, default=2, help="simulator processes (record and eval; ~2.6 GB each)")
     p.add_argument("--video", choices=("none", "failures", "all"), default="failures")
     p.add_argument("--renderer", choices=("auto", "egl", "osmesa"), default="auto")
     p.add_argument("--stop-after", choices=STEP_NAMES, help="run the steps up to this one, then stop")
     return p.parse_args(argv)
+
+
+def eval_arguments(args: argparse.Namespace, tasks: list[int]) -> list[str]:
+    """sim_client flags of the eval step: the trained `tasks`, --trials standard initial states each."""
+    out = ["--suite", args.suite, "--tasks", ",".join(map(str, tasks)), "--trials", str(args.trials),
+           "--workers", str(args.workers), "--video", args.video, "--renderer", args.renderer]
+    if args.eval_max_steps:
+        out += ["--max-steps", str(args.eval_max_steps)]
+    return out
 
 
 def main(argv=None) -> int:
@@ -160,7 +192,7 @@ def main(argv=None) -> int:
         work_dir = root if family == "pi0" else root.with_name(f"{root.name}_{family}")
         work_dir = Path(args.work_dir).resolve() if args.work_dir else work_dir
         data_root, tokenizer, eval_dir = root / "data", root / "tokenizer", work_dir / "eval"
-        tasks = None if args.tasks is None else [int(t) for t in args.tasks.split(",") if t.strip()]
+        tasks = None if args.tasks == "all" else [int(t) for t in args.tasks.split(",") if t.strip()]
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                    VENV=os.environ.get("VENV", str(Path(sys.executable).parents[1])))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -207,10 +239,7 @@ def main(argv=None) -> int:
         if args.stop_after == "train":
             return 0
 
-        eval_args = ["--suite", args.suite, "--trials", "1", "--max-steps", str(args.eval_max_steps),
-                     "--workers", str(args.workers), "--video", args.video, "--renderer", args.renderer]
-        if tasks is not None:
-            eval_args += ["--tasks", ",".join(map(str, tasks))]
+        eval_args = eval_arguments(args, dataset_tasks(data_root, args.suite))
 
         def evaluate() -> None:
             _run(["bash", str(REPO / "scripts/eval.sh"), str(config), str(work_dir), *eval_args],

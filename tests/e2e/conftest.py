@@ -11,13 +11,13 @@ import pytest
 
 from tests.conftest import REPO, libero_missing, skip_or_fail
 
-# Small: 2 tasks x 1 expert episode recorded (64x64 cameras); 3 training steps; evaluation 1 trial per task
-# with a 10-step budget, so each episode sends exactly one query (chunk 10) to the server.
+# Small: 1 expert demonstration of each of 2 libero_object tasks, cameras at 64x64; 3 training steps;
+# evaluation 1 trial per task with a 10-step budget (one or two queries, by the config's chunk).
 TASKS = "0,1"
-RECORD = ["--tasks", TASKS, "--episodes-per-task", "1", "--image-size", "64"]
+RECORD = ["--suite", "libero_object", "--tasks", TASKS, "--episodes-per-task", "1", "--image-size", "64"]
 TRAIN_STEPS, EVAL_MAX_STEPS = 3, 10
-FAMILY_ARGS = ["--train-steps", str(TRAIN_STEPS), "--eval-max-steps", str(EVAL_MAX_STEPS), "--workers", "2",
-               "--video", "none"]
+FAMILY_ARGS = ["--train-steps", str(TRAIN_STEPS), "--trials", "1", "--eval-max-steps", str(EVAL_MAX_STEPS),
+               "--workers", "2", "--video", "none"]
 
 
 def demo_env(**extra: str) -> dict[str, str]:

@@ -84,3 +84,57 @@ def test_demo_config_from_the_environment_and_its_work_dir(monkeypatch):
     family, config = demo.resolve_config(args.config)
     assert family == "gr00t" and config.name == "gr00t_eagle_3b_libero_10_full_train_tiny.py"
     assert demo.parse_args(["--config", "pi05"]).config == "pi05"  # the flag wins
+
+
+def _libero_tasks(suite):
+    from tests.conftest import libero_missing, skip_or_fail
+
+    reason = libero_missing()
+    if reason:
+        skip_or_fail(reason)
+    from sim_client.suites import get_tasks
+
+    return get_tasks(suite)
+
+
+def test_the_demo_evaluates_the_tasks_its_dataset_holds(tmp_path):
+    from vla.data.synthetic import write_synthetic_libero_dataset
+
+    tasks = _libero_tasks("libero_object")
+    root = write_synthetic_libero_dataset(tmp_path / "data", num_episodes=3, episode_length=4, image_size=16,
+                                          tasks=[tasks[5].language, tasks[3].language])
+    assert demo.dataset_tasks(root, "libero_object") == [3, 5]
+    args = demo.parse_args(["--trials", "12", "--tasks", "0"])  # --tasks names what to record, not what to score
+    flags = demo.eval_arguments(args, demo.dataset_tasks(root, "libero_object"))
+    assert flags[flags.index("--suite") + 1] == "libero_object" and flags[flags.index("--tasks") + 1] == "3,5"
+    assert flags[flags.index("--trials") + 1] == "12" and "--max-steps" not in flags  # the suite's budget
+    other = write_synthetic_libero_dataset(tmp_path / "other", num_episodes=1, episode_length=4, image_size=16,
+                                           tasks=[_libero_tasks("libero_10")[0].language])
+    with pytest.raises(demo.DemoError, match="are not libero_object tasks"):
+        demo.dataset_tasks(other, "libero_object")
+
+
+def test_the_reported_success_rate_is_the_one_in_results_jsonl(tmp_path):
+    from demo.report import final_report
+    from vla.data.synthetic import write_synthetic_libero_dataset
+
+    data = write_synthetic_libero_dataset(tmp_path / "data", num_episodes=2, episode_length=4, image_size=16,
+                                          tasks=["pick up the ketchup and place it in the basket"])
+    work = tmp_path / "work"
+    (work / "eval").mkdir(parents=True)
+    (work / "config.json").write_text(json.dumps({"model": {"type": "PI0FlowMatching",
+                                                            "pretrained_name_or_path": None},
+                                                  "runner": {"max_steps": 123}}))
+    (work / "latest").write_text("checkpoint_step_123.pt\n")
+    outcomes = [True, False, True, True, None]  # None: an infrastructure error, outside the rate
+    with open(work / "eval" / "results.jsonl", "w") as f:
+        for trial, ok in enumerate(outcomes):
+            f.write(json.dumps({"suite": "libero_object", "task_id": 7, "trial": trial, "task": "t",
+                                "success": bool(ok), "error": "boom" if ok is None else None, "steps": 9}) + "\n")
+    report = final_report(work, work / "eval", data, {})
+    assert "overall success rate: 75.0% (3/4), 1 infrastructure errors" in report, report
+    assert "not expected to succeed" not in report and "0% is the honest" not in report
+    measured = " ".join(report[report.index("Measured:"):].split("\n\n")[0].split())
+    assert "PI0FlowMatching trained here from scratch for 123 steps (checkpoint_step_123.pt)" in measured
+    assert "on 2 recorded demonstrations (8 frames, 1 task(s))" in measured
+    assert "libero_object task 7, 5 standard initial state(s) each: 3/4 succeeded (1 infrastructure" in measured
