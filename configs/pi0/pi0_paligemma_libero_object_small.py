@@ -12,7 +12,7 @@
 #   - proprio state (eef position, axis-angle, gripper) through state_proj, as π0 does.
 #   - actions and states normalised with q01/q99 to [-1, 1] (the scale flow matching's noise has).
 #   - 10-step action chunks; the evaluation executes 5 of them and asks again (eval_chunk_size).
-#   - AdamW 5e-4, 3% warm-up, cosine decay; no pretrained weights.
+#   - AdamW 1e-3, 3% warm-up, cosine decay; no pretrained weights.
 _base_ = ['./pi0_paligemma_libero_10_full_finetune_pytorch.py', '../_tiny_/paligemma_libero_tiny.py']
 
 IMAGE_SIZE = 64
@@ -70,7 +70,7 @@ runner = dict(
     max_epochs=1000,
     max_steps=6000,
     save_step_interval=2000,
-    learning_rate=5e-4,
+    learning_rate=1e-3,
     lr_scheduler_type='cosine',
     warmup_ratio=0.03,
     max_grad_norm=1.0,
