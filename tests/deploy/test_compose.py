@@ -49,6 +49,15 @@ def test_compose_config_is_valid(docker_compose):
     assert set(cfg["services"]) == SERVICES
 
 
+def test_every_default_is_one_podman_compose_substitutes():
+    # podman-compose 1.0.3 (Debian bookworm) matches ${VAR:-default} only with a non-empty default and
+    # passes ${VAR:-} through literally (a token of "${POLICY_SERVER_TOKEN:-}"); a pass-through
+    # variable is written as a bare key instead.
+    text = (REPO / "docker-compose.yml").read_text()
+    assert re.findall(r"\$\{\w+:?-\}", text) == []
+    assert re.findall(r"\$\{(\w+):-", text), "the check found no defaults at all"
+
+
 def test_compose_validator_rejects_a_broken_file(docker_compose, tmp_path):
     # Control: a dependency on a service that does not exist must fail validation.
     bad = tmp_path / "docker-compose.yml"
@@ -70,11 +79,23 @@ def test_trainer_takes_its_config_from_the_environment(docker_compose):
     default = _config(docker_compose)["services"]["trainer"]
     assert default["environment"]["TRAIN_CONFIG"].endswith("_tiny.py")
     assert default["environment"]["TRAIN_WORK_DIR"] == "work_dirs/demo"
-    assert any(v.endswith(":/app/work_dirs:rw") and v.startswith(str(REPO / "work_dirs")) for v in default["volumes"])
+    assert "work-dirs:/app/work_dirs:rw" in default["volumes"]
     other = _config(docker_compose, {"TRAIN_CONFIG": "configs/pi05/x.py"})["services"]["trainer"]
     assert other["environment"]["TRAIN_CONFIG"] == "configs/pi05/x.py"
     assert set(default["environment"]) >= {"MLP_WORKER_GPU", "MLP_WORKER_NUM", "MLP_ROLE_INDEX",
                                            "MLP_WORKER_0_HOST", "MLP_WORKER_0_PORT"}
+
+
+def test_the_three_services_share_one_work_dirs_volume_or_host_directory(docker_compose):
+    for env, source in (({}, "work-dirs"), ({"VLA_WORK_DIRS": "./work_dirs"}, str(REPO / "work_dirs"))):
+        cfg = _config(docker_compose, {**env, "SERVE_WORK_DIR": "work_dirs/run1"})
+        mounts = {name: [v for v in cfg["services"][name]["volumes"] if ":/app/work_dirs" in v]
+                  for name in ("trainer", "policy-server", "sim-client")}
+        assert mounts == {"trainer": [f"{source}:/app/work_dirs:rw"], "policy-server": [f"{source}:/app/work_dirs:ro"],
+                          "sim-client": [f"{source}:/app/work_dirs:rw"]}, env
+        server_cmd = cfg["services"]["policy-server"]["command"]
+        assert server_cmd[server_cmd.index("--work-dir") + 1] == "/app/work_dirs/run1"
+        assert "work-dirs" in cfg["volumes"]
 
 
 def test_server_healthcheck_and_sim_client_wait_on_readiness(docker_compose):

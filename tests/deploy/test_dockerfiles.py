@@ -67,7 +67,7 @@ def test_dependencies_install_before_sources_are_copied(name):
     first_source = next(i for i, (ins, a) in enumerate(steps) if ins == "COPY" and a.split()[0] == "vla")
     assert dep_install < first_source, f"{name}: sources are copied before dependencies install (no layer cache)"
     copied_before = [a.split()[:-1] for ins, a in steps[:dep_install] if ins == "COPY"]
-    assert all(set(src) <= {"pyproject.toml", "README.md", "scripts/install_sim.sh"} for src in copied_before)
+    assert all(set(src) <= {"pyproject.toml", "README.md", "scripts/install_sim.sh", "services/wheels/"} for src in copied_before)
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
