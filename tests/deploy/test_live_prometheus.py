@@ -4,81 +4,27 @@ the latency histogram is read back through Prometheus' HTTP API and compared wit
 own /metrics, and every Grafana dashboard query is evaluated against the scraped data."""
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, stop_process
 from tests.deploy import grafana_exprs
-from tests.deploy.conftest import DASHBOARDS, DEPLOY, run
+from tests.deploy.conftest import DASHBOARDS
+from tests.deploy.live_prometheus import Prom, get, start_prometheus, wait_for
 from vla.wire.client import connect
 from vla.wire.errors import ErrorCode, PolicyError
 
 COMPUTE_MS = 20          # scripted model time per batch: every request takes at least this long
-DEADLINE_S = 30
-
-
-def _get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.read()
-
-
-def _wait_for(what: str, check, timeout: float = DEADLINE_S, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except OSError as exc:
-            last = exc
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-class Prom:
-    def __init__(self, port: int):
-        self.base = f"http://127.0.0.1:{port}"
-
-    def query(self, expr: str) -> list[dict]:
-        body = json.loads(_get(f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def scalar(self, expr: str) -> float | None:
-        result = self.query(expr)
-        return float(result[0]["value"][1]) if result else None
-
-    def api(self, path: str) -> dict:
-        body = json.loads(_get(f"{self.base}/api/v1/{path}"))
-        assert body["status"] == "success", body
-        return body["data"]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _server_histogram(http_port: int) -> dict[str, float]:
     """Cumulative policy_request_duration_seconds buckets summed over transports, from /metrics."""
-    text = _get(f"http://127.0.0.1:{http_port}/metrics").decode()
+    text = get(f"http://127.0.0.1:{http_port}/metrics").decode()
     buckets: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         if family.name == "policy_request_duration_seconds":
@@ -96,31 +42,18 @@ def stack(tmp_path, promtool, prometheus_bin):
          "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--chunk-length", "4",
          "--compute-ms", str(COMPUTE_MS), "--log-level", "WARNING"],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
-    # The shipped config with only the addresses and intervals changed for a short test.
-    cfg = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
-    cfg["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    cfg["rule_files"] = [str(DEPLOY / "prometheus" / pattern) for pattern in cfg["rule_files"]]
-    targets = {"policy-server": f"127.0.0.1:{http_port}", "prometheus": f"127.0.0.1:{prom_port}"}
-    for job in cfg["scrape_configs"]:
-        job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
-    cfg_path = tmp_path / "prometheus.yml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    checked = run([promtool, "check", "config", str(cfg_path)])
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    prom = subprocess.Popen(
-        [prometheus_bin, f"--config.file={cfg_path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    prom = None
     try:
+        prom = start_prometheus(prometheus_bin, promtool, tmp_path, f"127.0.0.1:{http_port}", prom_port)
         client = connect(f"grpc://127.0.0.1:{grpc_port}", token="", retries=0)
         client.wait_ready(timeout_s=60, poll_s=0.2)
-        _wait_for("prometheus /-/ready", lambda: _get(f"http://127.0.0.1:{prom_port}/-/ready") is not None)
         yield dict(grpc=client, http=connect(f"http://127.0.0.1:{http_port}", token="", retries=0),
                    http_port=http_port, prom=Prom(prom_port), server=server, prom_proc=prom)
         client.close()
     finally:
-        _stop(server)
-        _stop(prom)
+        stop_process(server)
+        if prom is not None:
+            stop_process(prom)
 
 
 def _send(stack, n_grpc: int, n_http: int, n_bad: int) -> None:
@@ -153,7 +86,7 @@ def test_prometheus_scrapes_the_server_and_serves_its_latency_histogram(stack):
         server_count = _server_histogram(http_port)["+Inf"]
         assert server_count >= sent + n_grpc + n_http
         sent = server_count
-        _wait_for(f"Prometheus to scrape {server_count} requests", lambda: _scraped_count(prom) == server_count)
+        wait_for(f"Prometheus to scrape {server_count} requests", lambda: _scraped_count(prom) == server_count)
 
     # The histogram as Prometheus stores it equals the server's own, bucket by bucket.
     result = prom.query('sum by (le) (policy_request_duration_seconds_bucket{job="policy-server"})')
@@ -176,7 +109,7 @@ def test_prometheus_scrapes_the_server_and_serves_its_latency_histogram(stack):
     assert codes == {"OK": sum(g + h for g, h, _ in waves), "INVALID_ARGUMENT": sum(b for *_, b in waves)}, codes
 
     # The shipped rules loaded and evaluate cleanly against real series.
-    _wait_for("a p99 recording", lambda: prom.scalar('job:policy_request_duration_seconds:p99_5m'
+    wait_for("a p99 recording", lambda: prom.scalar('job:policy_request_duration_seconds:p99_5m'
                                                       '{job="policy-server"}'))
     groups = prom.api("rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
@@ -195,8 +128,8 @@ def test_prometheus_scrapes_the_server_and_serves_its_latency_histogram(stack):
             assert not all(math.isnan(v) for v in values), f"dashboard panel {title!r}: only NaN for {expr!r}"
 
     # The server goes away: Prometheus sees the target down and PolicyServerDown becomes pending.
-    _stop(stack["server"])
-    _wait_for("up == 0", lambda: prom.scalar('up{job="policy-server"}') == 0.0)
-    _wait_for("PolicyServerDown pending", lambda: any(
+    stop_process(stack["server"])
+    wait_for("up == 0", lambda: prom.scalar('up{job="policy-server"}') == 0.0)
+    wait_for("PolicyServerDown pending", lambda: any(
         a["labels"]["alertname"] == "PolicyServerDown" and a["state"] in ("pending", "firing")
         for a in prom.api("alerts")["alerts"]))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, stop_process
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
@@ -331,12 +331,7 @@ def scripted_server():
         yield {"grpc": f"grpc://127.0.0.1:{grpc_port}", "ws": f"ws://127.0.0.1:{http_port}",
                "http": f"http://127.0.0.1:{http_port}"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
 
 
 @pytest.mark.parametrize("transport", ["grpc", "ws", "http"])
