@@ -8,7 +8,7 @@ PIP := $(VPY) -m pip --disable-pip-version-check -q
 TORCH_VERSION := 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: help install sim deploy-tools test test-fast test-slow demo bench proto images clean
+.PHONY: help install sim deploy-tools test test-fast test-slow demo bench proto images images-test clean
 
 help:
 	@echo "make demo       end-to-end demo on a dataset it records itself (train -> serve -> evaluate)"
@@ -19,6 +19,7 @@ help:
 	@echo "make sim        install the LIBERO simulator (no torch) and its headless rendering libraries"
 	@echo "make deploy-tools  install the validators the deploy tests use (docker-compose, promtool, hadolint, kubernetes-validate)"
 	@echo "make images     build the three service images (needs a Docker engine)"
+	@echo "make images-test  build the images and run the compose services for real (Docker, else podman; not in make test)"
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,10 @@ images:
 	docker build -f services/trainer/Dockerfile -t vla-libero/trainer:0.1.0 .
 	docker build -f services/policy_server/Dockerfile -t vla-libero/policy-server:0.1.0 .
 	docker build -f services/sim_client/Dockerfile -t vla-libero/sim-client:0.1.0 .
+
+# Not part of `make test`: it builds three images (minutes) and needs a container engine.
+images-test: $(VENV)/.stamp-project $(VENV)/.stamp-sim
+	VENV=$(VENV) bash scripts/images_test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
