@@ -5,7 +5,7 @@ A 400-episode LIBERO-format dataset (2 cameras 256×256, written once and reused
 with 2 DataLoader workers:
 
     raw     for each sample, each camera: av.open, seek, decode to the row's frame, rgb24, close
-    loader  ParquetDataset with the seed's transforms (inputs, prompt, tokenizer, resize to 224,
+    loader  ParquetDataset with the guide config's transforms (inputs, prompt, tokenizer, resize to 224,
             normalise images, normalise states/actions), action window 10
 
 The ratio is loader samples/s over raw samples/s (median of the rounds); goal >= 0.70 for

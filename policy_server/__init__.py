@@ -1,1 +1,1 @@
-"""policy_server (see README and shared DESIGN)."""
+"""policy_server: serves a work dir (see README.md and docs/ARCHITECTURE.md)."""

@@ -165,7 +165,7 @@ def _build_eval(cfg: dict, source: str, tokenizer_path: str | None,
     eval_cfg = cfg.get("eval") or {}
     t_cfgs = ((eval_cfg.get("dataset") or {}).get("transforms")) or []
     if not t_cfgs:
-        raise EngineError(f"{source}: no eval.dataset.transforms; the server needs the seed's eval transforms")
+        raise EngineError(f"{source}: no eval.dataset.transforms; the server needs the config's eval transforms")
     train_path = prompt.tokenizer_path if prompt else None
     built = []
     for i, t_cfg in enumerate(t_cfgs):

@@ -1,4 +1,4 @@
-"""Prometheus metrics with the names DESIGN §3 fixes, in a registry owned by one server.
+"""Prometheus metrics with the names docs/ARCHITECTURE.md (Metrics) fixes, in a registry owned by one server.
 
 A registry per server (not the global default) lets tests run several servers in one process.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Evaluate a checkpoint on LIBERO (the seed's "评测"): serve it, run the sim client, stop the server.
+# Evaluate a checkpoint on LIBERO (FluxVLA's LIBERO guide, "评测"): serve it, run the sim client, stop the server.
 #
 #   bash scripts/eval.sh CONFIG CHECKPOINT [sim_client flags, e.g. --tasks 0,3 --trials 5 --workers 2]
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train a policy: one process per device through torchrun (the seed's "启动训练").
+# Train a policy: one process per device through torchrun (FluxVLA's LIBERO guide, "启动训练").
 #
 #   bash scripts/train.sh CONFIG WORK_DIR [--eval-after-train] [--resume] [--cfg-options k=v ...]
 #

@@ -9,7 +9,7 @@ r"""`sim_client`: evaluate a policy server on LIBERO.
     sim_client merge OUT SHARD_DIR [SHARD_DIR ...]
     sim_client report OUT
 
-Defaults are the seed's `eval` section (50 trials, seed 7, chunk 10, 10 warm-up steps);
+Defaults are the `eval` section of FluxVLA's configs (50 trials, seed 7, chunk 10, 10 warm-up steps);
 `--config` reads them from a config file's `eval` section, flags override. A rerun with the
 same --out resumes. Exit codes: 0 all episodes recorded, 1 bad arguments or setup,
 3 some episodes ended with infrastructure errors, 130 interrupted.

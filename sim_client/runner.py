@@ -18,7 +18,7 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class EvalConfig:
-    """The seed's `eval` section (FluxVLA's LiberoEvalRunner) plus the client's own knobs."""
+    """The `eval` section of FluxVLA's configs (its LiberoEvalRunner) plus the client's own knobs."""
     task_suite_name: str = "libero_10"
     num_trials_per_task: int = 50
     seed: int = 7

@@ -25,7 +25,7 @@ TRACKERS = ("jsonl", "wandb")
 
 @register
 class VLAMetric:
-    """The seed's metric block. `run_dir`, `wandb_*` and `grad_accumulation_steps` keep their meaning.
+    """FluxVLA's metric block. `run_dir`, `wandb_*` and `grad_accumulation_steps` keep their meaning.
 
     `grad_accumulation_steps` here is informational (the runner derives the real value from
     `batch_size`) and is recorded in the first line. wandb is used only when it is installed and
@@ -130,7 +130,7 @@ class VLAMetric:
 
 
 def plot_window(num_steps: int) -> int:
-    """The plot's trend window: ~5% of the run, independent of `window_size` (the seed logs with 1)."""
+    """The plot's trend window: ~5% of the run, independent of `window_size` (FluxVLA's configs log with 1)."""
     return max(1, min(50, num_steps // 20))
 
 

@@ -1,4 +1,4 @@
-"""`DDPTrainRunner` and `FSDPTrainRunner`: the seed's runners, one training loop, two wrappings.
+"""`DDPTrainRunner` and `FSDPTrainRunner`: FluxVLA's runner names, one training loop, two wrappings.
 
 The loop (`BaseTrainRunner.run`) is shared; a subclass only says how to wrap the model
 (`wrap`) and how to stop gradient sync on accumulation micro-steps (`no_sync`).
@@ -39,7 +39,7 @@ from vla.normalize import STATISTICS_FILENAME
 from vla.run_info import write_run_info
 
 from trainer.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
-from trainer.metrics import VLAMetric  # noqa: F401 - registers the seed's metric type
+from trainer.metrics import VLAMetric  # noqa: F401 - registers VLAMetric
 from trainer.schedulers import SCHEDULERS, build_scheduler
 from trainer.state import rng_state, seed_everything, set_rng_state
 
@@ -87,7 +87,7 @@ class BaseTrainRunner:
             if value is not None and int(value) < 1:
                 raise ConfigError(f"{where}.{name} must be >= 1 or None, got {value}")
         if collator is None:
-            raise ConfigError(f"{where}.collator is required (the seed uses DictCollator)")
+            raise ConfigError(f"{where}.collator is required (FluxVLA's configs use DictCollator)")
         self.cfg = config if isinstance(config, Config) else Config(dict(config))
         self.where = where
         self.work_dir = Path(work_dir)
@@ -103,7 +103,7 @@ class BaseTrainRunner:
         self.max_steps = None if max_steps is None else int(max_steps)
         self.collator_cfg = collator
         self.metric_cfg = dict(metric or dict(type="VLAMetric", active_trackers=("jsonl",)))
-        self.tokenizer_cfg = tokenizer  # the seed lists it; the dataset transforms carry their own
+        self.tokenizer_cfg = tokenizer  # FluxVLA's configs list it; the dataset transforms carry their own
         self.enable_gradient_checkpointing = bool(enable_gradient_checkpointing)
         self.mixed_precision = bool(enable_mixed_precision_training)
         self.mixed_dtype = MIXED_DTYPES[mixed_precision_dtype]
@@ -396,7 +396,7 @@ class BaseTrainRunner:
 @register
 class DDPTrainRunner(BaseTrainRunner):
     """DistributedDataParallel (gloo on CPU, NCCL on GPU). `sharding_strategy` is accepted and unused
-    (the seed's LoRA config keeps the full-finetune runner keys); `find_unused_parameters` is for
+    (FluxVLA's LoRA config keeps the full-finetune runner keys); `find_unused_parameters` is for
     models whose trainable parameters do not all take part in every forward.
     """
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedules by name (the seed's `lr_scheduler_type`), with linear warm-up.
+"""Learning-rate schedules by name (FluxVLA's `lr_scheduler_type`), with linear warm-up.
 
 The multiplier at optimizer step s (0-based) over `total_steps`, warm-up w = ceil(warmup_ratio × total):
   s < w:       (s + 1) / w                       (linear ramp, never exactly 0 on the first step)

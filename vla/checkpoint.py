@@ -1,6 +1,6 @@
 """Atomic checkpoints in a work dir: weights-only files, resumable train state, a manifest, `latest`.
 
-Layout (DESIGN §3):
+Layout (docs/ARCHITECTURE.md, Work dir):
 
     work_dir/checkpoint_step_12.pt            model state dict only; torch.load(weights_only=True)
     work_dir/train_state/checkpoint_step_12/  optimizer.pt, trainer.pt (scheduler, counters, sampler

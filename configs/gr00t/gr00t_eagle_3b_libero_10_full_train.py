@@ -1,10 +1,10 @@
-# GR00T-N1.5-3B full fine-tune on LIBERO-10, as in the seed guide (FluxVLA's LIBERO page).
-# Additions to the seed text, each needed by the released model:
+# GR00T-N1.5-3B full fine-tune on LIBERO-10, as in FluxVLA's LIBERO guide.
+# Additions to the guide's text, each needed by the released model:
 #   - ProcessPromptsWithImage.tokens_per_image=256: GR00T-N1.5's Eagle has no pixel shuffle, so a
 #     224x224 image at patch 14 gives 16x16 = 256 vision tokens (the placeholders the prompt must hold).
 #   - FlowMatchingHead.max_state_dim=64 / max_action_dim=32: the widths the released head computes at.
 # The FlowMatchingHead's DiT/adapter sizes default to the GR00T-N1.5-3B release (16 DiT blocks,
-# 32 heads x 48; 4-block VL self-attention); `num_layers` / `num_heads` are kept as the seed writes them.
+# 32 heads x 48; 4-block VL self-attention); `num_layers` / `num_heads` are kept as the guide writes them.
 
 model = dict(
     type='LlavaVLA',

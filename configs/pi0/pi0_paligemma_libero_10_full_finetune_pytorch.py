@@ -1,4 +1,4 @@
-# π0 full finetune on LIBERO-10 (the seed's FluxVLA config; paths are placeholders).
+# π0 full finetune on LIBERO-10 (FluxVLA's LIBERO guide config; paths are placeholders).
 # PaliGemma-3B-pt-224 + gemma_300m action expert, sizes as openpi models/gemma.py.
 model = dict(
     type='PI0FlowMatching',

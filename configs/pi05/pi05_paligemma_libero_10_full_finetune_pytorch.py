@@ -1,7 +1,7 @@
-# π0.5 full finetune on LIBERO-10 (the seed's FluxVLA config; paths are placeholders).
+# π0.5 full finetune on LIBERO-10 (FluxVLA's LIBERO guide config; paths are placeholders).
 # Differences from π0 (see vla/models/pi05.py): adaRMS time conditioning in the expert, state as discrete
 # prompt tokens. So the time MLP is proj_width -> proj_width and the openpi names are time_mlp_in/out; the
-# seed's state_proj stays for its config surface (its in_dim is the state size) and holds no weights.
+# guide's state_proj stays for its config surface (its in_dim is the state size) and holds no weights.
 model = dict(
     type='PI05FlowMatching',
     vlm_backbone=dict(

@@ -1,4 +1,4 @@
-"""The seed's LIBERO data config end to end: config file -> dataset -> DataLoader -> batch contract."""
+"""FluxVLA's LIBERO data config end to end: config file -> dataset -> DataLoader -> batch contract."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +15,7 @@ from vla.normalize import Normalizer
 
 from .conftest import IMAGE_SIZE, LENGTHS
 
-# The seed's "数据配置" section (GR00T flavour), verbatim but for the paths.
+# The LIBERO guide's "数据配置" section (GR00T flavour), verbatim but for the paths.
 SEED_DATA_CONFIG = """
 train_dataloader = dict(
     batch_size=128,
@@ -87,7 +87,7 @@ def test_seed_config_yields_the_batch_contract(seed_cfg, seed_dataset, tiny_toke
     }
     for key, (shape, dtype) in expect.items():
         assert tuple(batch[key].shape) == shape and batch[key].dtype == dtype, key
-    assert "observation.eepose" not in batch  # listed by the seed, absent from LIBERO
+    assert "observation.eepose" not in batch  # listed by the guide, absent from LIBERO
     assert batch["embodiment_ids"].tolist() == [31, 31, 31]
     assert not batch["action_masks"][..., 7:].any()
     image_id = AutoTokenizer.from_pretrained(tiny_tokenizer_dir).convert_tokens_to_ids("<image>")

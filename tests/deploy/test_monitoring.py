@@ -13,7 +13,7 @@ from tests.deploy.conftest import DASHBOARDS, DEPLOY, run
 PROM = DEPLOY / "prometheus"
 RULE_FILES = sorted((PROM / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROM / "tests").glob("*.yml"))
-# DESIGN §3 metric names (histograms expose _bucket/_sum/_count) plus Prometheus' own `up`.
+# The metric names of docs/ARCHITECTURE.md (histograms expose _bucket/_sum/_count) plus Prometheus' own `up`.
 _HISTOGRAMS = ["policy_request_duration_seconds", "policy_queue_duration_seconds",
                "policy_compute_duration_seconds", "policy_batch_size"]
 KNOWN_METRICS = ({"policy_requests_total", "policy_inflight_requests", "policy_model_info", "up"}

@@ -4,7 +4,7 @@ from the release's module tree (Isaac-GR00T n1.5-release: GR00T_N1_5 = `backbone
 `language_model` Qwen3ForCausalLM cut to `select_layer` layers) + `action_head`
 FlowmatchingActionHead (diffusers-block DiT, SelfAttentionTransformer, category-specific MLPs)).
 
-Independent of vla.models on purpose: the tests load these names through the seed's name_mapping.
+Independent of vla.models on purpose: the tests load these names through the guide's name_mapping.
 """
 from __future__ import annotations
 

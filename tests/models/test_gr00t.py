@@ -1,5 +1,5 @@
 """GR00T-N1.5 (`LlavaVLA` + `EagleBackbone` + `FlowMatchingHead`): real-size build and parameter count,
-release checkpoint names through the seed's name_mapping, overfitting with and without LoRA, sampling."""
+release checkpoint names through the guide's name_mapping, overfitting with and without LoRA, sampling."""
 from __future__ import annotations
 
 import copy
@@ -73,7 +73,7 @@ def test_real_config_builds_on_meta_with_the_published_size():
     unused = sum(torch.Size(s).numel() for k, s in shapes.items()
                  if k.endswith("lm_head.weight") or ".vision_model.head." in k)
     release_total = ours - count(model.vla_head) + count(release_head) + unused
-    print(f"GR00T-N1.5 (seed config, state 8 / action 7): {ours:,} parameters; "
+    print(f"GR00T-N1.5 (guide config, state 8 / action 7): {ours:,} parameters; "
           f"release layout: {release_total:,} (published 2.72B)")
     assert abs(release_total - 2.72e9) / 2.72e9 < 0.005
     # ... and the same count the release's own tensor list gives.
@@ -85,7 +85,7 @@ def test_real_config_builds_on_meta_with_the_published_size():
 
 
 def test_release_checkpoint_names_and_full_shapes_fit_the_real_model(monkeypatch):
-    """Every tensor of the released layout, at full size, maps onto the real-size model (meta) by the seed's
+    """Every tensor of the released layout, at full size, maps onto the real-size model (meta) by the guide's
     name_mapping with zero missing keys and no shape mismatch (strict mode)."""
     import vla.models.gr00t.llava_vla as llava
 

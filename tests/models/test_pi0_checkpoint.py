@@ -1,5 +1,5 @@
 """π0 checkpoints: safetensors files written as openpi's converter and LeRobot write them (scaled-down shapes,
-tied embedding, 32-wide projectors) load through the seed config's name_mapping with nothing missing or
+tied embedding, 32-wide projectors) load through the guide config's name_mapping with nothing missing or
 unexpected; strict loading names what is wrong; the real-size configs build on the meta device with
 the published parameter counts."""
 from __future__ import annotations
@@ -49,7 +49,7 @@ def test_release_loads_in_both_layouts_with_seed_name_mapping(tmp_path, config, 
     model = build(cfg)
     report = model.load_pretrained()
     assert (report.missing, report.unexpected, report.mismatched, report.allowed) == ([], [], [], [])
-    assert set(report.ignored) == {"model." + EXPERT_LM_HEAD}  # named as the seed's name_mapping names keys
+    assert set(report.ignored) == {"model." + EXPERT_LM_HEAD}  # named as the guide's name_mapping names keys
     state = model.state_dict()
     assert report.loaded == len([k for k in state if ".lora_" not in k])
     base = ".base_layer" if cfg.get("use_lora") else ""
@@ -72,7 +72,7 @@ def test_release_loads_in_both_layouts_with_seed_name_mapping(tmp_path, config, 
 def test_strict_by_default_names_what_is_wrong_and_says_what_to_write(tmp_path):
     path = tmp_path / "model.safetensors"
     write_release(path, TINY_VLM, TINY_EXPERT)
-    # the seed's literal projectors (8 / 7 wide) against a release that pads to 32
+    # the guide's literal projectors (8 / 7 wide) against a release that pads to 32
     cfg = _seed_cfg(PI0_FULL, path)
     for key in ("state_dim", "action_dim", "max_state_dim", "max_action_dim", "state_proj", "action_in_proj",
                 "action_out_proj"):

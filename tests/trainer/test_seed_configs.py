@@ -1,4 +1,4 @@
-"""Each tiny seed config (pi0 full / LoRA, pi0.5, GR00T) trains a few steps into a complete work dir."""
+"""Each tiny guide config (pi0 full / LoRA, pi0.5, GR00T) trains a few steps into a complete work dir."""
 from __future__ import annotations
 
 import json
@@ -69,7 +69,7 @@ def test_tiny_config_trains_into_a_complete_work_dir(config, tiny_runs):
 
 
 def test_seed_precision_settings_fsdp_bf16_with_gradient_checkpointing(train_data, tiny_runs, tmp_path):
-    """The seed's full-finetune runner settings (FSDP2, bf16 mixed precision, gradient checkpointing)
+    """The guide's full-finetune runner settings (FSDP2, bf16 mixed precision, gradient checkpointing)
     on tiny pi0: same losses as the fp32 DDP run within bf16 resolution, fp32 master weights saved."""
     fp32_dir = tiny_runs(TINY_CONFIGS[0])  # the tiny config's own settings: DDP, fp32
     options = data_options(train_data)[:2] + [

@@ -28,7 +28,7 @@ def _runner(tmp_path, world=1, batch_size=128, per_device=8, runner_type="DDPTra
 
 @pytest.mark.parametrize("world,accumulation", [(8, 2), (4, 4), (16, 1), (1, 16)])
 def test_accumulation_is_derived_from_the_global_batch(tmp_path, world, accumulation):
-    # the seed: batch_size=128, per_device_batch_size=8 on MLP_WORKER_GPU=8 -> 2 micro-batches per step
+    # the guide: batch_size=128, per_device_batch_size=8 on MLP_WORKER_GPU=8 -> 2 micro-batches per step
     assert _runner(tmp_path, world=world).batch_plan() == (128, 8, accumulation)
 
 
@@ -87,7 +87,7 @@ def test_frozen_parameters_are_not_optimised(tmp_path):
     assert id(model.embed.weight) not in params
     assert params == {id(p) for p in model.parameters() if p.requires_grad}
     decay = {g["weight_decay"] for g in optimizer.param_groups}
-    assert decay == {0.0}  # the seed's weight_decay=0.0; biases/norms are never decayed
+    assert decay == {0.0}  # the guide's weight_decay=0.0; biases/norms are never decayed
     for p in model.parameters():
         p.requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameters"):

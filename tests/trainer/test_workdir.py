@@ -1,4 +1,4 @@
-"""One real `vla-train` run of the seed-shaped config: the complete work dir (DESIGN §3)."""
+"""One real `vla-train` run of the guide-shaped config: the complete work dir (docs/ARCHITECTURE.md, Work dir)."""
 from __future__ import annotations
 
 import json

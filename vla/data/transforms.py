@@ -1,4 +1,4 @@
-"""The seed's per-sample transforms, registered under the seed's names with its parameters.
+"""FluxVLA's per-sample transforms, registered under its names with its parameters.
 
 A sample from `ParquetDataset` flows through them in config order:
 

@@ -1,4 +1,4 @@
-"""Checkpoint loading with the seed's `name_mapping` (our key prefix -> checkpoint key prefix).
+"""Checkpoint loading with the configs' `name_mapping` (our key prefix -> checkpoint key prefix).
 
     read_state_dict(path) -> dict[str, Tensor]
         `.safetensors` (safetensors.torch.load_file) or `.pt`/`.pth`/`.bin` (torch.load weights_only=True;

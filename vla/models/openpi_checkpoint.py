@@ -10,7 +10,7 @@ The layouts hold the same module, openpi's `PI0Pytorch`:
   (`paligemma_with_expert.…`, `action_in_proj.weight`), and PaliGemma's tied token embedding is stored once.
   save_model keeps one name per shared tensor, the first in sorted order, so it is stored as
   `paligemma_with_expert.paligemma.lm_head.weight` and `…language_model.embed_tokens.weight` is absent.
-- LeRobot's π0 policy holds it as `self.model`, so every key starts with `model.` (the seed configs'
+- LeRobot's π0 policy holds it as `self.model`, so every key starts with `model.` (the guide configs'
   `name_mapping` targets this form); the embedding may be stored under both names.
 The action expert's `gemma_expert.lm_head.weight` is in both: openpi drops the expert's token embedding but
 keeps its LM head, which flow matching never uses.

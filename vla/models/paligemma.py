@@ -10,7 +10,7 @@
         .llm.model = transformers GemmaModel without its token embedding (the action expert only
         receives embeddings, as openpi's `gemma_expert.model.embed_tokens = None`).
 
-Attribute paths (`vlm.model.language_model`, `llm.model`) are the ones the seed's name_mapping names.
+Attribute paths (`vlm.model.language_model`, `llm.model`) are the ones the configs' name_mapping names.
 Presets follow openpi `models/gemma.py` (gemma_2b, gemma_300m) and PaliGemma-3B-pt-224.
 """
 from __future__ import annotations

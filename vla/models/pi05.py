@@ -12,7 +12,7 @@
    linspace(-1, 1, 257)[:-1]) and appended to the prompt as tokens `state_token_offset + bin` (default: the
    last `num_state_bins` ids of the VLM vocabulary). openpi writes the bins as text digits through the
    tokenizer; reserved ids keep the data pipeline model-agnostic and give one token per state dimension.
-`state_proj` is accepted for the seed's config surface; only its `in_dim` (the state size) is used.
+`state_proj` is accepted for the config surface of FluxVLA's π0.5 config; only its `in_dim` (the state size) is used.
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""`LinearProjector`: the linear building block the seed's model configs name.
+"""`LinearProjector`: the linear building block FluxVLA's model configs name.
 
     LinearProjector(in_dim: int, out_dim: int, bias: bool = True)
     forward(x: Tensor[..., in_dim]) -> Tensor[..., out_dim]
 
 The weight lives in `.projector` (an `nn.Linear`) so checkpoint keys read
-`<name>.projector.weight` — the prefix the seed's `name_mapping` and
+`<name>.projector.weight` — the prefix the configs' `name_mapping` and
 `lora_target_modules` ('state_proj.projector', ...) refer to.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One error taxonomy for every transport (DESIGN §3), mapped per transport here."""
+"""One error taxonomy for every transport (docs/ARCHITECTURE.md, Wire), mapped per transport here."""
 from __future__ import annotations
 
 import enum

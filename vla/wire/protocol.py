@@ -55,7 +55,7 @@ ORIENTATION_AS_RENDERED = "as_rendered"
 ORIENTATION_ROTATED_180 = "rotated_180"
 ORIENTATIONS = (ORIENTATION_AS_RENDERED, ORIENTATION_ROTATED_180)
 
-# The simulator's own observation keys (DESIGN §3) ...
+# The simulator's own observation keys (docs/ARCHITECTURE.md, Wire; the names are vla.libero's) ...
 SIM_KEYS = {
     "agentview_image": ("uint8", (-1, -1, 3)),
     "robot0_eye_in_hand_image": ("uint8", (-1, -1, 3)),

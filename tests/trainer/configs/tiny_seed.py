@@ -1,4 +1,4 @@
-# The seed's pi0 LIBERO config (FluxVLA guide: 模型/数据/训练配置), shrunk for the trainer tests:
+# FluxVLA's pi0 LIBERO config (its LIBERO guide: 模型/数据/训练配置), shrunk for the trainer tests:
 # same types, keys and runner parameters; a test policy, 32x32 images, short prompts.
 custom_imports = dict(imports=['tests.trainer.tiny_model'])
 

@@ -1,4 +1,4 @@
-"""GR00T-N1.5 as the seed configures it: `LlavaVLA` = `EagleBackbone` (SigLIP + projector + truncated
+"""GR00T-N1.5 as FluxVLA's LIBERO config builds it: `LlavaVLA` = `EagleBackbone` (SigLIP + projector + truncated
 Qwen3) + `FlowMatchingHead` (embodiment-conditioned encoders + cross-attention DiT, flow matching).
 Importing this package registers the three types."""
 from vla.models.gr00t.action_head import FlowMatchingHead

@@ -80,16 +80,16 @@ class MultiEmbodimentActionEncoder(nn.Module):
 class FlowMatchingHead(nn.Module):
     """GR00T-N1.5 flow-matching action head.
 
-    Args (the seed's names):
+    Args (FluxVLA's names):
         state_dim: proprio width the state encoder reads (LIBERO 8).
         hidden_size: width of the state-encoder hidden layer, the DiT output and the action decoder (1024).
         input_embedding_dim: width of the state/action tokens the DiT runs on (1536 = DiT heads × head dim).
         action_dim: action width predicted (LIBERO 7).
         num_inference_timesteps: Euler steps in `predict_action` (4).
         traj_length: actions per chunk (10 for LIBERO).
-        num_layers, num_heads: accepted as the seed writes them. As in FluxVLA's FlowMatchingHead they do
+        num_layers, num_heads: accepted as FluxVLA's config writes them. As in FluxVLA's FlowMatchingHead they do
             not size the network: the DiT is `diffusion_model_cfg` (default: the released 16 blocks ×
-            32 heads), so the seed config loads the GR00T-N1.5-3B checkpoint unchanged.
+            32 heads), so the guide's config loads the GR00T-N1.5-3B checkpoint unchanged.
     The rest default to the GR00T-N1.5-3B release: `max_num_embodiments` 32, `backbone_embedding_dim`
     2048 (the VLM feature width), `num_target_vision_tokens` 32 learned "future" tokens, learned
     positions for up to `max_seq_len` action tokens, Beta(1.5, 1.0) time sampling with s = 0.999.
@@ -139,7 +139,7 @@ class FlowMatchingHead(nn.Module):
                                  f"{data}={getattr(self, data)} (the release pads state to 64, actions to 32)")
         self.input_embedding_dim = int(input_embedding_dim)
         self.traj_length, self.num_inference_timesteps = int(traj_length), int(num_inference_timesteps)
-        self.num_layers, self.num_heads = num_layers, num_heads  # seed surface; see the docstring
+        self.num_layers, self.num_heads = num_layers, num_heads  # FluxVLA's config surface; see the docstring
         self.max_num_embodiments = int(max_num_embodiments)
         self.num_timestep_buckets, self.noise_s = int(num_timestep_buckets), float(noise_s)
         self.noise_beta_alpha, self.noise_beta_beta = float(noise_beta_alpha), float(noise_beta_beta)

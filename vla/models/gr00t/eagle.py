@@ -6,7 +6,7 @@ last kept layer (after its final norm, which is what GR00T's `hidden_states[sele
 the feature sequence the action head attends to.
 
 Module names mirror NVIDIA's `Eagle2_5_VLForConditionalGeneration` (`vision_model.vision_model.*`,
-`mlp1.0.*`, `language_model.model.*`), so with the seed's name_mapping
+`mlp1.0.*`, `language_model.model.*`), so with the config's name_mapping
 `{'vlm_backbone.vlm': 'backbone.eagle_model'}` a GR00T-N1.5 checkpoint loads by name. Two released
 tensors GR00T never uses are not built: the LM head (GR00T reads hidden states, never logits) and the
 SigLIP pooling head (GR00T reads patch tokens); `UNUSED_CHECKPOINT_PREFIXES` lists them.
@@ -47,7 +47,7 @@ GR00T_N15_EAGLE_CONFIG: dict[str, Any] = {
         "rope_theta": 1000000, "tie_word_embeddings": True, "vocab_size": 151680,
     },
 }
-# Name of the vendored config directory the seed and FluxVLA point `vlm_path` at.
+# Name of the vendored config directory FluxVLA's configs point `vlm_path` at.
 VENDORED_EAGLE_DIR = "eagle2_hg_model"
 # Checkpoint tensors (under the VLM prefix) of modules GR00T never runs; see the module docstring.
 UNUSED_CHECKPOINT_PREFIXES = ("language_model.lm_head.", "vision_model.vision_model.head.")
@@ -183,7 +183,7 @@ class EagleBackbone(nn.Module):
     """GR00T-N1.5's VLM backbone.
 
     Args:
-        vlm_path: Eagle config directory (its `config.json`); the seed's `.../eagle2_hg_model` resolves to
+        vlm_path: Eagle config directory (its `config.json`); the guide's `.../eagle2_hg_model` resolves to
             the built-in GR00T-N1.5 config when that directory is not on this machine.
         vlm_config: overrides merged over that config (tiny test models set small widths here).
         select_layer: LLM layers kept; their last output is the feature (GR00T-N1.5: 12 of 28).
