@@ -1,7 +1,7 @@
 """One LIBERO episode as openpi's examples/libero/main.py runs it.
 
 seed → reset → the trial's fixed initial state → `num_steps_wait` no-op steps (objects settle)
-→ query the policy with the raw observation, execute `chunk_size` actions of the reply, query
+→ query the policy with the raw observation, execute `actions_per_query` actions of the reply, query
 again … until the env reports done (success) or the suite's step budget runs out (failure).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ class EpisodeSpec:
     seed: int = 7
     max_steps: int = 520
     num_steps_wait: int = 10
-    chunk_size: int = 10
+    actions_per_query: int = 10      # the config's `eval_chunk_size`
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -82,7 +82,7 @@ def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSp
             chunk = np.asarray(reply["actions"], dtype=np.float64)
             if chunk.ndim != 2 or chunk.shape[0] < 1 or chunk.shape[1] < 7:
                 raise ValueError(f"server returned actions of shape {list(chunk.shape)}; expected [chunk>=1, 7]")
-            plan.extend(chunk[: spec.chunk_size, :7])
+            plan.extend(chunk[: spec.actions_per_query, :7])
         action = plan.popleft()
         # Render only if the next query will send this step's observation.
         obs, done = env.step(action, render=every or (query_cams if not plan else False))

@@ -82,7 +82,7 @@ def plan_episodes(cfg: EvalConfig) -> list[dict[str, Any]]:
         for t in ids:
             for trial in range(cfg.num_trials_per_task):
                 episodes.append(dict(suite=suite, task_id=int(t), trial=trial, seed=cfg.seed, max_steps=max_steps,
-                                     num_steps_wait=cfg.num_steps_wait, chunk_size=cfg.eval_chunk_size))
+                                     num_steps_wait=cfg.num_steps_wait, actions_per_query=cfg.eval_chunk_size))
     return episodes
 
 

@@ -50,7 +50,7 @@ class ParquetDataset(Dataset):
             if action_key not in reader.column_features:
                 raise DatasetError(f"{reader.root}: action_key {action_key!r} is not a numeric feature; "
                                    f"it has {sorted(reader.column_features)}")
-        self.action_window_size = int(action_window_size)
+        self.chunk_length = int(action_window_size)   # FluxVLA's config name for the chunk length
         self.action_key = action_key
         self.use_delta = bool(use_delta)
         self.statistic_name = statistic_name
@@ -95,7 +95,7 @@ class ParquetDataset(Dataset):
     def action_window(self, actions: np.ndarray, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Actions [window, A] and step masks [window] for `row` of an episode's action array."""
         length = len(actions)
-        rows = row + self.window_start_idx + np.arange(self.action_window_size)
+        rows = row + self.window_start_idx + np.arange(self.chunk_length)
         valid = rows < length
         rows = np.minimum(rows, length - 1)  # past the end: repeat the last action
         window = actions[rows].astype(np.float32)

@@ -136,7 +136,7 @@ class PI0FlowMatching(nn.Module):
         self.vlm_backbone = _as_module(vlm_backbone, "vlm_backbone")
         self.llm_expert = _as_module(llm_expert, "llm_expert")
         self.proj_width = int(proj_width)
-        self.chunk_length = self.n_action_steps = int(n_action_steps)
+        self.chunk_length = int(n_action_steps)   # FluxVLA's config name for the chunk length
         self.num_inference_steps = int(num_inference_steps)
         self.min_period, self.max_period = float(min_period), float(max_period)
         self.time_beta = (float(time_beta_alpha), float(time_beta_beta))

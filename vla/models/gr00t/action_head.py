@@ -138,7 +138,8 @@ class FlowMatchingHead(nn.Module):
                 raise ValueError(f"FlowMatchingHead.{internal}={getattr(self, internal)} must be >= "
                                  f"{data}={getattr(self, data)} (the release pads state to 64, actions to 32)")
         self.input_embedding_dim = int(input_embedding_dim)
-        self.traj_length, self.num_inference_timesteps = int(traj_length), int(num_inference_timesteps)
+        # `traj_length` is FluxVLA's config name for the chunk length
+        self.chunk_length, self.num_inference_timesteps = int(traj_length), int(num_inference_timesteps)
         self.num_layers, self.num_heads = num_layers, num_heads  # FluxVLA's config surface; see the docstring
         self.max_num_embodiments = int(max_num_embodiments)
         self.num_timestep_buckets, self.noise_s = int(num_timestep_buckets), float(noise_s)
@@ -201,8 +202,8 @@ class FlowMatchingHead(nn.Module):
         """Flow-matching loss: masked MSE between predicted and true velocity, averaged over valid entries."""
         b = input_features.shape[0]
         ids = self._check_ids(embodiment_ids, b).to(input_features.device)
-        if actions.shape[1:] != (self.traj_length, self.max_action_dim):
-            raise ValueError(f"FlowMatchingHead: actions {tuple(actions.shape)} must be [B, {self.traj_length}, "
+        if actions.shape[1:] != (self.chunk_length, self.max_action_dim):
+            raise ValueError(f"FlowMatchingHead: actions {tuple(actions.shape)} must be [B, {self.chunk_length}, "
                              f"max_action_dim={self.max_action_dim}] (zero-padded, padding masked out)")
         actions = actions.to(input_features.dtype)
         context = self.encode_context(input_features, attention_mask)
@@ -226,10 +227,10 @@ class FlowMatchingHead(nn.Module):
                        attention_mask: torch.Tensor | None, embodiment_ids: torch.Tensor,
                        noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Euler-integrate the velocity field from noise (t=0) to actions (t=1) over all `max_action_dim` dims, as
-        the release does (noise in the padded dims too, fed back each step); returns [B, traj_length, action_dim]."""
+        the release does (noise in the padded dims too, fed back each step); returns [B, chunk_length, action_dim]."""
         b, device, dtype = input_features.shape[0], input_features.device, input_features.dtype
         ids = self._check_ids(embodiment_ids, b).to(device)
-        shape = (b, self.traj_length, self.max_action_dim)
+        shape = (b, self.chunk_length, self.max_action_dim)
         if noise is None:
             x = torch.randn(shape, device=device, dtype=dtype, generator=generator)
         elif tuple(noise.shape) != shape:

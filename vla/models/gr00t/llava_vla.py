@@ -83,7 +83,7 @@ class LlavaVLA(nn.Module):
         self.allow_missing_keys = [str(k) for k in allow_missing_keys]
         self.action_dim, self.state_dim = vla_head.action_dim, vla_head.state_dim
         self.max_action_dim, self.max_state_dim = vla_head.max_action_dim, vla_head.max_state_dim
-        self.chunk_length = vla_head.traj_length
+        self.chunk_length = vla_head.chunk_length
 
         projectors = self.projector_prefixes()
         if use_lora:
