@@ -5,6 +5,9 @@
 #   - FlowMatchingHead.max_state_dim=64 / max_action_dim=32: the widths the released head computes at.
 # The FlowMatchingHead's DiT/adapter sizes default to the GR00T-N1.5-3B release (16 DiT blocks,
 # 32 heads x 48; 4-block VL self-attention); `num_layers` / `num_heads` are kept as the guide writes them.
+# Runner and eval settings are shared with the other full configs (configs/_base_/); below, what GR00T
+# changes: its data pipeline, the tokenizer and embodiment ids it adds, its eval transforms.
+_base_ = ['../_base_/libero_10_runner.py', '../_base_/libero_10_eval.py']
 
 model = dict(
     type='LlavaVLA',
@@ -95,51 +98,19 @@ train_dataloader = dict(
             window_start_idx=0)))
 
 runner = dict(
-    type='FSDPTrainRunner',
-    max_epochs=24,
-    learning_rate=2e-5,
-    weight_decay=0.0,
-    max_grad_norm=1.0,
-    sampler=None,
     tokenizer=dict(
         type='PretrainedTokenizer',
         model_path='/path/to/models/eagle2_hg_model',
     ),
     collator=dict(
-        type='DictCollator',
         keys=[
             'states', 'observation.eepose', 'timestamp', 'images', 'img_masks',
             'lang_tokens', 'lang_masks', 'actions', 'action_masks',
             'embodiment_ids'
-        ],
-        meta_keys=['task_description', 'prompt', 'info', 'stats']),
-    metric=dict(
-        type='VLAMetric',
-        active_trackers=('jsonl', 'wandb'),
-        run_dir='work_dirs',
-        wandb_project='FluxVLA',
-        wandb_entity='limx',
-        grad_accumulation_steps=1,
-        window_size=1),
-    lr_scheduler_type='constant',
-    warmup_ratio=0.0,
-    enable_gradient_checkpointing=True,
-    enable_mixed_precision_training=True,
-    mixed_precision_dtype='bf16',
-    sharding_strategy='full-shard',
-    change_key_name=False)
+        ]))
 
 eval = dict(
-    type='LiberoEvalRunner',
-    task_suite_name='libero_10',
-    model_family='pi0',
-    eval_chunk_size=10,
-    resize_size=224,
-    num_trials_per_task=50,
-    num_steps_wait=10,
-    seed=7,
     dataset=dict(
-        type='LiberoParquetEvalDataset',
         transforms=[
             dict(
                 type='ProcessLiberoEvalInputs',
@@ -169,8 +140,4 @@ eval = dict(
                 quat_key='robot0_eef_quat',
                 gripper_key='robot0_gripper_qpos',
                 out_key='states'),
-        ]),
-    denormalize_action=dict(
-        type='DenormalizeLiberoAction',
-        use_quantiles=False,
-    ))
+        ]))
