@@ -55,7 +55,8 @@ class PolicyService:
         info = policy.info()
         self._info = info.replace(
             max_batch_size=self.batcher.config.max_batch_size if info.max_batch_size is None else info.max_batch_size,
-            max_message_bytes=self.config.max_message_bytes if info.max_message_bytes is None else info.max_message_bytes)
+            max_message_bytes=self.config.max_message_bytes if info.max_message_bytes is None else info.max_message_bytes,
+            ready_path=protocol.READY_PATH if info.ready_path is None else info.ready_path)   # websocket clients probe it
         self.metrics.set_model(self._info.model, self._info.checkpoint)
         self.draining = False
         self._inflight = 0

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="step budget per episode (default: openpi's per suite)")
     p.add_argument("--video", choices=VIDEO_MODES, default="none")
     p.add_argument("--seed", type=int)
-    p.add_argument("--chunk-size", type=int, help="actions executed per query (eval_chunk_size)")
+    p.add_argument("--chunk-size", "--replan-steps", dest="chunk_size", type=int,
+                   help="actions executed per query: FluxVLA's eval_chunk_size (default 10) or openpi's "
+                        "replan_steps (5 in examples/libero/main.py)")
     p.add_argument("--num-steps-wait", type=int)
     p.add_argument("--resize-size", type=int, help="image side for servers that take openpi's layout")
     p.add_argument("--render", choices=("query", "every"), default="query",

@@ -3,6 +3,8 @@
 seed → reset → the trial's fixed initial state → `num_steps_wait` no-op steps (objects settle)
 → query the policy with the raw observation, execute `actions_per_query` actions of the reply, query
 again … until the env reports done (success) or the suite's step budget runs out (failure).
+A reply that breaks the action contract (sim_client.contract) ends the episode as a failure
+with its reason; infrastructure errors propagate to the worker, which retries the episode.
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sim_client.contract import PolicyFailure, check_actions, from_server_error, is_infrastructure
 from sim_client.env import NOOP_ACTION, LiberoEnv
 from sim_client.policy import RequestBuilder, timed_infer
 from vla.libero import CAMERA_KEYS, rotate_180
+from vla.wire.errors import PolicyError
 
 
 @dataclass
@@ -42,6 +46,7 @@ class EpisodeOutcome:
     model_version: str
     env_steps_per_s: float
     actions: np.ndarray              # every action executed after the warm-up, for replays and videos
+    failure: str | None = None       # why the policy failed early (a reply breaking the contract), else None
     frames: list[np.ndarray] = field(default_factory=list)
 
 
@@ -70,19 +75,28 @@ def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSp
     latencies: list[float] = []
     executed: list[np.ndarray] = []
     model_version = ""
+    failure: str | None = None
     done = False
     t0 = time.perf_counter()
     step = 0
     while step < spec.max_steps:
         if not plan:
             request = builder.build(obs, prompt)
-            reply, ms = timed_infer(policy, request)
-            latencies.append(ms)
-            model_version = str(reply.get("model_version", model_version))
-            chunk = np.asarray(reply["actions"], dtype=np.float64)
-            if chunk.ndim != 2 or chunk.shape[0] < 1 or chunk.shape[1] < 7:
-                raise ValueError(f"server returned actions of shape {list(chunk.shape)}; expected [chunk>=1, 7]")
-            plan.extend(chunk[: spec.actions_per_query, :7])
+            try:
+                reply, ms = timed_infer(policy, request)
+                latencies.append(ms)
+                if isinstance(reply, dict):
+                    model_version = str(reply.get("model_version", model_version))
+                chunk = check_actions(reply, spec.actions_per_query)
+            except PolicyFailure as exc:
+                failure = f"{exc.reason} (query {len(latencies)}, step {step})"
+                break
+            except PolicyError as exc:
+                if is_infrastructure(exc):
+                    raise
+                failure = f"{from_server_error(exc).reason} (query {len(latencies) + 1}, step {step})"
+                break
+            plan.extend(chunk[: spec.actions_per_query])
         action = plan.popleft()
         # Render only if the next query will send this step's observation.
         obs, done = env.step(action, render=every or (query_cams if not plan else False))
@@ -96,7 +110,7 @@ def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSp
             break
     elapsed = time.perf_counter() - t0
     return EpisodeOutcome(
-        success=bool(done), steps=step, queries=len(latencies),
+        success=bool(done), steps=step, queries=len(latencies), failure=failure,
         latency_ms=float(np.mean(latencies)) if latencies else 0.0, model_version=model_version,
         env_steps_per_s=step / elapsed if elapsed > 0 else 0.0,
         actions=np.asarray(executed, dtype=np.float64).reshape(-1, 7), frames=frames)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,20 +26,29 @@ def summarize(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Per task and overall: episodes, successes, failures, errors, rate and interval.
 
     Errors (infrastructure) are counted apart: they are neither successes nor failures and do
-    not enter the rate's denominator.
+    not enter the rate's denominator. Failures caused by a reply that broke the action contract
+    (`failure` set, sim_client.contract) are failures like any other, counted in `reply_failures`
+    too; `failure_reasons` and `error_reasons` count each kind (the text before the first ':').
     """
     rows: "OrderedDict[tuple[str, int], dict[str, Any]]" = OrderedDict()
+    reasons: Counter = Counter()
+    errors: Counter = Counter()
     for line in sorted(lines, key=lambda r: (r["suite"], r["task_id"], r["trial"])):
         row = rows.setdefault((line["suite"], line["task_id"]), {
             "suite": line["suite"], "task_id": line["task_id"], "task": line.get("task", ""),
-            "episodes": 0, "successes": 0, "failures": 0, "errors": 0, "steps": 0, "latency_ms": []})
+            "episodes": 0, "successes": 0, "failures": 0, "errors": 0, "reply_failures": 0, "steps": 0,
+            "latency_ms": []})
         row["episodes"] += 1
         if line.get("error"):
             row["errors"] += 1
+            errors[_kind(line["error"])] += 1
         elif line.get("success"):
             row["successes"] += 1
         else:
             row["failures"] += 1
+            if line.get("failure"):
+                row["reply_failures"] += 1
+                reasons[_kind(line["failure"])] += 1
         row["steps"] += int(line.get("steps") or 0)
         if line.get("latency_ms"):
             row["latency_ms"].append(float(line["latency_ms"]))
@@ -48,9 +57,15 @@ def summarize(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:
         tasks.append(_finish(row))
     total = {"episodes": sum(r["episodes"] for r in tasks), "successes": sum(r["successes"] for r in tasks),
              "failures": sum(r["failures"] for r in tasks), "errors": sum(r["errors"] for r in tasks),
-             "steps": sum(r["steps"] for r in tasks),
+             "reply_failures": sum(r["reply_failures"] for r in tasks), "steps": sum(r["steps"] for r in tasks),
              "latency_ms": [x for row in rows.values() for x in row["latency_ms"]]}
-    return {"tasks": tasks, "overall": _finish(total)}
+    return {"tasks": tasks, "overall": _finish(total), "failure_reasons": dict(reasons.most_common()),
+            "error_reasons": dict(errors.most_common())}
+
+
+def _kind(text: str) -> str:
+    """`actions_nonfinite: 3 NaN ...` → `actions_nonfinite`; `server: UNAVAILABLE: ...` → `server`."""
+    return str(text).split(":", 1)[0].strip()[:60]
 
 
 def _finish(row: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +93,28 @@ def format_table(summary: dict[str, Any]) -> str:
         out.append(fmt(row, row["suite"], str(row["task_id"]), row["task"][:60]))
     out.append("-" * len(head))
     out.append(fmt(summary["overall"], "overall", "", ""))
+    out.extend(_footer(summary))
     return "\n".join(out)
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counter.items())
+
+
+def _footer(summary: dict[str, Any]) -> list[str]:
+    """Why episodes failed early or errored, and which replanning chunk ran (when recorded)."""
+    lines = []
+    o = summary["overall"]
+    if o.get("reply_failures"):
+        lines.append(f"policy failures from invalid replies, counted in the rate ({o['reply_failures']}): "
+                     f"{_counts(summary.get('failure_reasons', {}))}")
+    if o.get("errors"):
+        lines.append(f"infrastructure errors, retried and not counted ({o['errors']}): "
+                     f"{_counts(summary.get('error_reasons', {}))}")
+    if summary.get("replan"):
+        r = summary["replan"]
+        lines.append(f"replanning: {r['steps']} actions executed per query ({r['convention']})")
+    return lines
 
 
 def write_report(out_dir: str | Path, lines: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict:

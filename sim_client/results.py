@@ -16,8 +16,8 @@ from vla.io import read_jsonl, write_jsonl
 
 Key = tuple[str, int, int]  # (suite, task_id, trial)
 
-FIELDS = ("suite", "task_id", "task", "trial", "seed", "success", "steps", "error", "duration_s", "video",
-          "model_version", "latency_ms")
+FIELDS = ("suite", "task_id", "task", "trial", "seed", "success", "steps", "error", "failure", "duration_s",
+          "video", "model_version", "latency_ms")
 
 
 def episode_key(line: dict[str, Any]) -> Key:

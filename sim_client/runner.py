@@ -166,6 +166,7 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
         "server_model": info.model or None, "model_versions": sorted({str(x.get("model_version")) for x in mine_lines
                                                                      if x.get("model_version")}),
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        "replan": replan_record(cfg.eval_chunk_size),
         "this_run": {"episodes": counts["done"], "elapsed_s": round(elapsed, 2),
                      "episodes_per_min": round(60 * counts["done"] / elapsed, 3) if elapsed > 0 else None,
                      "steps_per_s": round(counts["steps"] / elapsed, 2) if elapsed > 0 else None,
@@ -178,6 +179,15 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
     table = format_table(summary)
     return EvalResult(out=out, summary=summary, table=table, complete=extra["complete"],
                       recorded=len(mine_lines), stats=extra["this_run"])
+
+
+# The two replanning conventions in use: actions executed per policy query.
+REPLAN_CONVENTIONS = {5: "openpi's replan_steps=5", 10: "FluxVLA's eval_chunk_size=10"}
+
+
+def replan_record(steps: int) -> dict[str, Any]:
+    """Which replanning chunk ran, for summary.json and the report."""
+    return {"steps": int(steps), "convention": REPLAN_CONVENTIONS.get(int(steps), "custom --chunk-size")}
 
 
 def _cores() -> int:

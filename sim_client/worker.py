@@ -2,7 +2,8 @@
 
 Runs in a spawned subprocess (MuJoCo/GL state must not be forked). Messages over its Pipe:
 parent → worker: `("episode", dict)` or `("stop",)`;
-worker → parent: `("result", line)` with `error` set for infrastructure failures.
+worker → parent: `("result", line)` with `error` set for infrastructure failures (retried) and
+`failure` set when the policy's reply ended the episode (final: sim_client.contract).
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ class WorkerState:
             video = self.cfg["video"]
             out = run_episode(env, policy, self.builder, spec, self.task.language, self.init_states[spec.trial],
                               record_video=video == "all")
-            line.update(success=out.success, steps=out.steps, model_version=out.model_version,
+            line.update(success=out.success, steps=out.steps, failure=out.failure, model_version=out.model_version,
                         latency_ms=round(out.latency_ms, 3), queries=out.queries,
                         steps_per_s=round(out.env_steps_per_s, 2))
             if video == "all" or (video == "failures" and not out.success):

@@ -161,21 +161,24 @@ def test_server_restart_mid_run_loses_nothing(libero, tmp_path):
 
 class _Failing(NoopPolicy):
     def infer_batch(self, observations):
-        return [PolicyError(ErrorCode.INTERNAL, "model exploded") for _ in observations]
+        return [PolicyError(ErrorCode.RESOURCE_EXHAUSTED, "queue full") for _ in observations]
 
 
 def test_server_errors_are_counted_apart_never_as_failures(libero, tmp_path):
+    """RESOURCE_EXHAUSTED says nothing about the policy: retried, recorded apart, out of the rate.
+    (A server error that is the policy's, such as INTERNAL, is a failure: tests/sim/test_openpi_peer.py.)"""
     d = demo()
     server = start_policy_server(policy=_Failing(chunk_length=10))
     try:
-        result = run_eval(cfg(d, num_trials_per_task=2, retries=1), server_url(server, "http"), tmp_path,
-                          log=lambda m: None)
+        result = run_eval(cfg(d, num_trials_per_task=2, retries=1, server_retries=0), server_url(server, "http"),
+                          tmp_path, log=lambda m: None)
     finally:
         server.stop()
     lines = read_results(tmp_path / "results.jsonl")
     assert keys(lines) == [(d["suite"], 0, 0), (d["suite"], 0, 1)]
     for x in lines:
-        assert x["success"] is False and "INTERNAL" in x["error"] and x["attempts"] == 2
+        assert x["success"] is False and "RESOURCE_EXHAUSTED" in x["error"] and x["attempts"] == 2
+        assert x["failure"] is None
     o = result.summary["overall"]
     assert (o["errors"], o["failures"], o["successes"], o["rate"]) == (2, 0, 0, None)
     assert result.stats["retries"] == 2

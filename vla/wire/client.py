@@ -36,6 +36,17 @@ def _no_delay(sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _reply(reply: Any) -> Any:
+    """`actions` as an array when the reply has them; a reply that breaks the contract is passed
+    on as it came, for the caller to judge (sim_client.contract counts it as the policy's failure)."""
+    if isinstance(reply, dict) and "actions" in reply:
+        try:
+            reply["actions"] = np.asarray(reply["actions"])
+        except (ValueError, TypeError):
+            pass
+    return reply
+
+
 class PolicyClient:
     """Base class: retry loop and readiness wait; transports implement `_infer` and `_info`."""
 
@@ -267,18 +278,29 @@ class WebsocketPolicyClient(PolicyClient):
                 raise PolicyError.from_dict(json.loads(frame))
             except json.JSONDecodeError:
                 raise PolicyError(ErrorCode.INTERNAL, frame) from None
-        reply = codec.unpackb(frame)
-        reply["actions"] = np.asarray(reply["actions"])
-        return reply
+        return _reply(codec.unpackb(frame))
 
     def _info(self) -> ServerInfo:
         self._connect()
         return ServerInfo.from_dict(self._metadata or {})
 
     def is_ready(self) -> bool:
-        # The websocket shares the HTTP server; its /readyz is the authority.
+        """Ready when the handshake succeeds and the metadata frame arrives: what openpi's own
+        client waits for, and all an openpi `WebsocketPolicyServer` offers (it has no /readyz).
+        A server whose metadata names a readiness path (`ready_path`, as this project's server
+        does) is asked there too: it accepts websockets while it is still warming up."""
+        try:
+            self._connect()
+        except PolicyError as exc:
+            if exc.code is ErrorCode.UNAUTHENTICATED:
+                raise
+            self._reset()
+            return False
+        ready_path = ServerInfo.from_dict(self._metadata).ready_path if isinstance(self._metadata, dict) else None
+        if not ready_path:
+            return True
         with HttpPolicyClient(self.host, self.port, token=self.token, timeout_s=min(self.timeout_s, 5.0)) as probe:
-            return probe.is_ready()
+            return probe.is_ready(str(ready_path))
 
     def close(self) -> None:
         if self._ws is not None:
@@ -350,9 +372,7 @@ class HttpPolicyClient(PolicyClient):
                                                protocol.MSGPACK_CONTENT_TYPE, request_id)
         if status != 200:
             raise self._error(status, ctype, payload, request_id)
-        reply = codec.unpackb(payload)
-        reply["actions"] = np.asarray(reply["actions"])
-        return reply
+        return _reply(codec.unpackb(payload))
 
     def _info(self) -> ServerInfo:
         status, ctype, payload = self._request("GET", protocol.INFO_PATH)
@@ -360,9 +380,9 @@ class HttpPolicyClient(PolicyClient):
             raise self._error(status, ctype, payload)
         return ServerInfo.from_dict(json.loads(payload))
 
-    def is_ready(self) -> bool:
+    def is_ready(self, path: str = protocol.READY_PATH) -> bool:
         try:
-            status, ctype, payload = self._request("GET", protocol.READY_PATH)
+            status, ctype, payload = self._request("GET", path)
         except PolicyError:
             return False
         if status == 401:

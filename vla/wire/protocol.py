@@ -13,7 +13,8 @@ HTTP (default port 8000)
     `GET /metrics`    Prometheus text format.
     Errors: the HTTP status of the code (errors.HTTP_STATUS) and a body `{"error": {...}}`.
 Websocket (same port, path `/`), openpi's protocol
-    The server's first frame is the ServerInfo (binary, msgpack-numpy). Each request is a
+    The server's first frame is the ServerInfo (binary, msgpack-numpy); a client is ready to
+    send once it has arrived, and asks `ready_path` too when the ServerInfo names one. Each request is a
     binary frame holding the observation; each reply a binary frame holding the action dict.
     An error is a *text* frame holding `{"code", "message", "request_id"}` as JSON (openpi's
     client raises on any text frame); the connection stays open.

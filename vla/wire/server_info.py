@@ -51,6 +51,7 @@ class ServerInfo:
     inputs                             the observation keys it accepts (empty: it declares none)
     image_orientation                  protocol.ORIENTATION_*; "" when the server declares none
     max_batch_size, max_message_bytes  the service's limits (set by the service, not the policy)
+    ready_path                         where its readiness is (set by the service; openpi's has none)
     statistic_name .. weights_loaded   a model engine's facts about the work dir it serves
     scripted, replay_sequences         a scripted policy's name and replay sequence lengths
     extra                              keys a peer sent that this class does not know
@@ -65,6 +66,7 @@ class ServerInfo:
     model_version: str = ""
     max_batch_size: int | None = None
     max_message_bytes: int | None = None
+    ready_path: str | None = None      # the HTTP readiness path (/readyz), for websocket clients
     statistic_name: str | None = None
     work_dir: str | None = None
     state_dim: int | None = None
