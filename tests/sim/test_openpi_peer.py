@@ -109,6 +109,7 @@ def _bad_replies() -> _BadReplies:
     return policy
 
 
+@pytest.mark.slow
 def test_contract_violations_are_policy_failures_and_only_infrastructure_is_an_error(libero, tmp_path):
     d = demo()
     cfg = EvalConfig(task_suite_name=d["suite"], tasks=[d["task_id"]], num_trials_per_task=8, max_steps=70,

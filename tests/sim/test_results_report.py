@@ -51,6 +51,68 @@ def test_errors_are_counted_apart_from_failures(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("reply, kind", [
+    ({"actions": np.zeros((10, 7), np.float32)}, None),
+    ({"actions": np.zeros((12, 7))}, None),
+    ({"action": np.zeros((10, 7))}, "actions_missing"),
+    ([1, 2], "actions_missing"),
+    ({"actions": [[0.0] * 7, [0.0] * 3]}, "actions_shape"),
+    ({"actions": np.zeros((10, 3), np.float32)}, "actions_shape"),
+    ({"actions": np.zeros((10, 14), np.float32)}, "actions_shape"),
+    ({"actions": np.zeros((7,), np.float32)}, "actions_shape"),
+    ({"actions": np.zeros((10, 7), np.int64)}, "actions_dtype"),
+    ({"actions": np.array([["x"] * 7] * 10)}, "actions_dtype"),
+    ({"actions": np.zeros((4, 7), np.float32)}, "chunk_too_short"),
+    ({"actions": np.full((10, 7), np.inf, np.float32)}, "actions_nonfinite"),
+])
+def test_action_contract(reply, kind):
+    from sim_client.contract import PolicyFailure, check_actions
+
+    if kind is None:
+        out = check_actions(reply, chunk_size=10)
+        assert out.dtype == np.float64 and out.shape[1] == 7
+    else:
+        with pytest.raises(PolicyFailure) as exc:
+            check_actions(reply, chunk_size=10)
+        assert exc.value.kind == kind and exc.value.reason.startswith(kind + ": ")
+
+
+def test_which_server_errors_are_infrastructure():
+    from sim_client.contract import from_server_error, is_infrastructure
+    from vla.wire.errors import ErrorCode, PolicyError
+
+    infra = {c for c in ErrorCode if is_infrastructure(PolicyError(c, "x"))}
+    assert infra == {ErrorCode.UNAVAILABLE, ErrorCode.RESOURCE_EXHAUSTED, ErrorCode.DEADLINE_EXCEEDED,
+                     ErrorCode.UNAUTHENTICATED}
+    assert from_server_error(PolicyError(ErrorCode.INTERNAL, "boom")).reason == "server_INTERNAL: boom"
+
+
+def test_failures_with_a_reason_count_in_the_rate_and_are_listed():
+    lines = [line(0, 0, True), dict(line(0, 1), failure="actions_nonfinite: 1 NaN/inf values"),
+             dict(line(0, 2), failure="actions_nonfinite: 2 NaN/inf values"),
+             dict(line(0, 3), failure="server_INTERNAL: boom"), line(0, 4, error="server: UNAVAILABLE: draining")]
+    s = summarize(lines)
+    o = s["overall"]
+    assert (o["successes"], o["failures"], o["errors"], o["reply_failures"]) == (1, 3, 1, 3)
+    assert o["rate"] == 0.25
+    assert s["failure_reasons"] == {"actions_nonfinite": 2, "server_INTERNAL": 1}
+    assert s["error_reasons"] == {"server": 1}
+    s["replan"] = {"steps": 5, "convention": "openpi's replan_steps=5"}
+    table = format_table(s)
+    assert "policy failures from invalid replies, counted in the rate (3): actions_nonfinite 2, server_INTERNAL 1" \
+        in table
+    assert "infrastructure errors, retried and not counted (1): server 1" in table
+    assert "replanning: 5 actions executed per query (openpi's replan_steps=5)" in table
+
+
+def test_resize_with_pad_is_openpis():
+    from openpi_client import image_tools   # openpi's own, installed by `make install`
+    rng = np.random.default_rng(0)
+    for shape in ((256, 256, 3), (128, 200, 3), (224, 224, 3)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(resize_with_pad(img, 224), image_tools.resize_with_pad(img, 224, 224))
+
+
 def test_results_file_resume_and_torn_tail(tmp_path):
     path = tmp_path / "results.jsonl"
     with ResultsFile(path) as rf:
