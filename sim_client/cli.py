@@ -24,10 +24,24 @@ from pathlib import Path
 
 
 def _int_list(text: str) -> list[int]:
+    """`0,3` or ranges `0-99,200` (inclusive)."""
+    out: list[int] = []
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        for part in (x.strip() for x in text.split(",")):
+            if "-" in part.lstrip("-"):
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                out += range(lo, hi + 1)
+            elif part:
+                out.append(int(part))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers or ranges (0-99), got {text!r}") from None
+    return out
+
+
+def _word_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="sim_client", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", help="LIBERO suite(s), comma-separated (default: the config's, else libero_10)")
+    p.add_argument("--suite", help="suite(s), comma-separated: libero_spatial|object|goal|10|90, the "
+                                   "LIBERO-plus ones (libero_plus_spatial|object|goal|10, or libero_plus for all "
+                                   "four) or LIBERO-PRO's (libero_pro_spatial_lan, ..., or libero_pro) "
+                                   "(default: the config's, else libero_10)")
     p.add_argument("--server", help="grpc://host:50051, ws://host:8000 or http://host:8000")
     p.add_argument("--policy", choices=("expert",),
                    help="run an in-worker policy instead of a server: `expert`, the scripted expert")
     p.add_argument("--out", required=True, help="output directory (results.jsonl, summary.json, videos/)")
     p.add_argument("--config", help="config file whose `eval` section gives the defaults")
-    p.add_argument("--tasks", type=_int_list, help="task ids, e.g. 0,3 (default: all)")
-    p.add_argument("--trials", type=int, help="trials per task (default 50)")
+    p.add_argument("--tasks", type=_int_list, help="task ids, e.g. 0,3 or 0-99 (default: all)")
+    p.add_argument("--dimension", type=_word_list, dest="dimensions",
+                   help="robustness suites: only these perturbation dimensions, e.g. camera,noise")
+    p.add_argument("--trials", type=int, help="trials per task (default 50; LIBERO-plus: 1)")
     p.add_argument("--workers", type=int, default=1, help="simulator processes (each ~2.6 GB RAM)")
     p.add_argument("--shard", help="i/n: run only shard i of n (0-based), for several machines")
     p.add_argument("--max-steps", type=int, help="step budget per episode (default: openpi's per suite)")
@@ -70,7 +89,8 @@ def _config(args: argparse.Namespace):
 
     overrides = dict(task_suite_name=args.suite, num_trials_per_task=args.trials, seed=args.seed,
                      eval_chunk_size=args.chunk_size, num_steps_wait=args.num_steps_wait,
-                     resize_size=args.resize_size, max_steps=args.max_steps, tasks=args.tasks)
+                     resize_size=args.resize_size, max_steps=args.max_steps, tasks=args.tasks,
+                     dimensions=args.dimensions)
     common = dict(workers=args.workers, shard=parse_shard(args.shard), video=args.video, render=args.render,
                   renderer=args.renderer, episode_timeout_s=args.episode_timeout_s, retries=args.retries,
                   request_timeout_s=args.request_timeout_s, ready_timeout_s=args.ready_timeout_s,
@@ -141,13 +161,15 @@ def cmd_merge(argv: list[str]) -> int:
     p.add_argument("out")
     p.add_argument("shards", nargs="+")
     p.add_argument("--suite", help="with --trials/--tasks: list the episodes no shard recorded")
-    p.add_argument("--trials", type=int, default=50)
+    p.add_argument("--trials", type=int, help="as the run had (default 50; LIBERO-plus: 1)")
     p.add_argument("--tasks", type=_int_list)
+    p.add_argument("--dimension", type=_word_list, dest="dimensions")
     args = p.parse_args(argv)
     expected = None
     try:
         if args.suite:
-            cfg = EvalConfig(task_suite_name=args.suite, num_trials_per_task=args.trials, tasks=args.tasks)
+            cfg = EvalConfig(task_suite_name=args.suite, num_trials_per_task=args.trials, tasks=args.tasks,
+                             dimensions=args.dimensions)
             expected = [(e["suite"], e["task_id"], e["trial"]) for e in plan_episodes(cfg)]
         report = merge(args.out, args.shards, expected)
     except EXPECTED_ERRORS as exc:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sim_client.suites import Task, ensure_libero_config
+from sim_client.suites import BENCHMARK_BY_KEY, Task, env_class
 
 RESOLUTION = 256
 CAMERAS = ("agentview", "robot0_eye_in_hand")
@@ -29,8 +29,8 @@ class LiberoEnv:
                  cameras: tuple[str, ...] = CAMERAS):
         if render not in RENDER_MODES:
             raise ValueError(f"render mode {render!r}: expected one of {RENDER_MODES}")
-        ensure_libero_config()
-        from libero.libero.envs import OffScreenRenderEnv  # after the config exists: no stdin prompt
+        # The task's benchmark's env class, imported after its config exists (no stdin prompt).
+        OffScreenRenderEnv = env_class(BENCHMARK_BY_KEY[task.benchmark])
 
         self.task = task
         self.render_mode = render

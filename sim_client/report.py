@@ -9,6 +9,7 @@ from typing import Any, Iterable
 from vla.io import atomic_write, write_json
 
 Z95 = 1.959963984540054
+MAX_TABLE_TASKS = 100   # more tasks than this: the table and the plot show suites (and dimensions)
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -52,15 +53,35 @@ def summarize(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:
         row["steps"] += int(line.get("steps") or 0)
         if line.get("latency_ms"):
             row["latency_ms"].append(float(line["latency_ms"]))
+        if line.get("dimension"):
+            row.update(dimension=line["dimension"], level=line.get("level"))
     tasks = []
     for row in rows.values():
         tasks.append(_finish(row))
-    total = {"episodes": sum(r["episodes"] for r in tasks), "successes": sum(r["successes"] for r in tasks),
-             "failures": sum(r["failures"] for r in tasks), "errors": sum(r["errors"] for r in tasks),
-             "reply_failures": sum(r["reply_failures"] for r in tasks), "steps": sum(r["steps"] for r in tasks),
-             "latency_ms": [x for row in rows.values() for x in row["latency_ms"]]}
-    return {"tasks": tasks, "overall": _finish(total), "failure_reasons": dict(reasons.most_common()),
-            "error_reasons": dict(errors.most_common())}
+    out = {"tasks": tasks, "overall": _finish(_pool(rows.values())), "failure_reasons": dict(reasons.most_common()),
+           "error_reasons": dict(errors.most_common())}
+    suites = OrderedDict()
+    for row in rows.values():
+        suites.setdefault(row["suite"], []).append(row)
+    out["by_suite"] = [dict(_finish(_pool(group)), suite=name) for name, group in suites.items()]
+    if any(row.get("dimension") for row in rows.values()):
+        # Robustness suites: success by perturbation dimension, and by level where the suite has levels.
+        dims, levels = OrderedDict(), OrderedDict()
+        for row in sorted(rows.values(), key=lambda r: (r.get("dimension") or "", r.get("level") or "")):
+            dims.setdefault(row.get("dimension"), []).append(row)
+            if row.get("level"):
+                levels.setdefault((row["dimension"], row["level"]), []).append(row)
+        out["by_dimension"] = [dict(_finish(_pool(g)), dimension=d) for d, g in dims.items()]
+        out["by_level"] = [dict(_finish(_pool(g)), dimension=d, level=lv) for (d, lv), g in levels.items()]
+    return out
+
+
+def _pool(rows) -> dict[str, Any]:
+    rows = list(rows)
+    total = {k: sum(r[k] for r in rows) for k in ("episodes", "successes", "failures", "errors", "reply_failures",
+                                                 "steps")}
+    total["latency_ms"] = [x for r in rows for x in r["latency_ms"]]
+    return total
 
 
 def _kind(text: str) -> str:
@@ -79,20 +100,33 @@ def _finish(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    head = f"{'suite':<15}{'task':>5}  {'success':>9}  {'rate':>6}  {'95% CI':>15}  {'errors':>6}  instruction"
+    w = max([15] + [len(t["suite"]) + 1 for t in summary["tasks"]])   # LIBERO-PRO's names are longer
+    head = f"{'suite':<{w}}{'task':>5}  {'success':>9}  {'rate':>6}  {'95% CI':>15}  {'errors':>6}  instruction"
     out = [head, "-" * len(head)]
 
     def fmt(row: dict[str, Any], label_suite: str, label_task: str, text: str) -> str:
         n = row["successes"] + row["failures"]
         rate = f"{100 * row['rate']:5.1f}%" if row["rate"] is not None else "    - "
         ci = f"[{100 * row['ci95'][0]:5.1f},{100 * row['ci95'][1]:5.1f}]%"
-        return (f"{label_suite:<15}{label_task:>5}  {row['successes']:>4}/{n:<4}  {rate:>6}  {ci:>15}  "
+        return (f"{label_suite:<{w}}{label_task:>5}  {row['successes']:>4}/{n:<4}  {rate:>6}  {ci:>15}  "
                 f"{row['errors']:>6}  {text}")
 
-    for row in summary["tasks"]:
-        out.append(fmt(row, row["suite"], str(row["task_id"]), row["task"][:60]))
+    if len(summary["tasks"]) <= MAX_TABLE_TASKS:
+        for row in summary["tasks"]:
+            out.append(fmt(row, row["suite"], str(row["task_id"]), row["task"][:60]))
+    else:   # 10,030 LIBERO-plus instances: one row per suite here, every task in summary.json
+        for row in summary.get("by_suite", []):
+            out.append(fmt(row, row["suite"], "all", f"{len([t for t in summary['tasks'] if t['suite'] == row['suite']])}"
+                                                     " tasks (per task: summary.json)"))
     out.append("-" * len(head))
     out.append(fmt(summary["overall"], "overall", "", ""))
+    if summary.get("by_dimension"):
+        out.append("-" * len(head))
+        out.append("by perturbation dimension (and level):")
+        for row in summary["by_dimension"]:
+            out.append(fmt(row, "", "", row["dimension"] or "-"))
+        for row in summary.get("by_level", []):
+            out.append(fmt(row, "", "", f"{row['dimension']}: {row['level']}"))
     out.extend(_footer(summary))
     return "\n".join(out)
 
@@ -133,7 +167,15 @@ def plot_success(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = summary["tasks"]
+    if summary.get("by_dimension"):   # robustness suites: success by perturbation dimension (and level)
+        tasks = summary["by_dimension"] + summary.get("by_level", [])
+        labels = [t["dimension"] + (f": {t['level']}" if t.get("level") else "") for t in tasks]
+    elif len(summary["tasks"]) > MAX_TABLE_TASKS:
+        tasks = summary["by_suite"]
+        labels = [t["suite"] for t in tasks]
+    else:
+        tasks = summary["tasks"]
+        labels = [f"{t['suite'].replace('libero_', '')}/{t['task_id']}" for t in tasks]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(tasks) + 2), 3.5))
     xs = range(len(tasks))
     rates = [100 * (t["rate"] or 0.0) for t in tasks]
@@ -141,8 +183,7 @@ def plot_success(summary: dict[str, Any], path: Path) -> None:
     err_lo = [max(0.0, r - 100 * t["ci95"][0]) for r, t in zip(rates, tasks)]
     err_hi = [max(0.0, 100 * t["ci95"][1] - r) for r, t in zip(rates, tasks)]
     ax.bar(xs, rates, yerr=[err_lo, err_hi], capsize=3, color="#4c72b0")
-    ax.set_xticks(list(xs), [f"{t['suite'].replace('libero_', '')}/{t['task_id']}" for t in tasks],
-                  rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(list(xs), labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 100)
     ax.set_ylabel("success % (95% Wilson CI)")
     o = summary["overall"]

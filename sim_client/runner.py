@@ -20,13 +20,14 @@ _logger = logging.getLogger(__name__)
 class EvalConfig:
     """The `eval` section of FluxVLA's configs (its LiberoEvalRunner) plus the client's own knobs."""
     task_suite_name: str = "libero_10"
-    num_trials_per_task: int = 50
+    num_trials_per_task: int | None = None   # None: 50, or 1 for LIBERO-plus (each instance once)
     seed: int = 7
     eval_chunk_size: int = 10
     num_steps_wait: int = 10
     resize_size: int = 224
     max_steps: int | None = None          # None: openpi's budget for the suite
     tasks: list[int] | None = None        # None: every task of the suite
+    dimensions: list[str] | None = None   # robustness suites: only tasks whose perturbation dimension matches
     workers: int = 1
     shard: tuple[int, int] = (0, 1)
     video: str = "none"
@@ -53,7 +54,17 @@ class EvalConfig:
         return cls(**section)
 
     def suites(self) -> list[str]:
-        return [s.strip() for s in self.task_suite_name.split(",") if s.strip()]
+        """The suites named, `libero_plus` / `libero_pro` standing for all of theirs."""
+        return suites.expand_suites([s.strip() for s in self.task_suite_name.split(",") if s.strip()])
+
+    def trials(self, suite: str) -> int:
+        bench, _ = suites.benchmark_of(suite)
+        if bench is suites.LIBERO_PLUS:
+            if self.num_trials_per_task not in (None, 1):
+                raise SimClientError(f"{suite}: LIBERO-plus evaluates each of its instances once; pass --trials 1 "
+                                 f"(got {self.num_trials_per_task})")
+            return 1
+        return 50 if self.num_trials_per_task is None else self.num_trials_per_task
 
 
 @dataclass
@@ -70,6 +81,13 @@ def plan_episodes(cfg: EvalConfig) -> list[dict[str, Any]]:
     """Every episode of the run (before resume and sharding), in task order."""
     episodes = []
     valid = suites.suite_names()
+    if cfg.eval_chunk_size < 1:
+        raise SimClientError(f"--chunk-size must be >= 1, got {cfg.eval_chunk_size}")
+    benches = {suites.benchmark_of(s)[0].title for s in cfg.suites()}
+    if len(benches) > 1:
+        raise SimClientError(f"suites of {sorted(benches)} in one run: each benchmark has its own simulator "
+                         f"package, so run each in a run (and --out) of its own")
+    picked: list[suites.Task] = []
     for suite in cfg.suites():
         if suite not in valid:
             raise SimClientError(f"unknown LIBERO suite {suite!r}; valid suites: {', '.join(valid)}")
@@ -78,12 +96,55 @@ def plan_episodes(cfg: EvalConfig) -> list[dict[str, Any]]:
         for t in ids:
             if not 0 <= t < len(tasks):
                 raise SimClientError(f"--tasks: {suite} has tasks 0..{len(tasks) - 1}, got {t}")
+        if cfg.dimensions is not None:
+            ids = [t for t in ids if _dimension_matches(tasks[t], cfg.dimensions)]
+        picked += [tasks[t] for t in ids]
         max_steps = cfg.max_steps or suites.max_steps(suite)
         for t in ids:
-            for trial in range(cfg.num_trials_per_task):
+            for trial in range(cfg.trials(suite)):
                 episodes.append(dict(suite=suite, task_id=int(t), trial=trial, seed=cfg.seed, max_steps=max_steps,
                                      num_steps_wait=cfg.num_steps_wait, actions_per_query=cfg.eval_chunk_size))
+    if cfg.dimensions is not None:
+        unknown = [d for d in cfg.dimensions if not any(_dimension_matches(t, [d]) for t in picked)]
+        if unknown:
+            known = sorted({t.dimension for s in cfg.suites() for t in suites.get_tasks(s) if t.dimension})
+            raise SimClientError(f"--dimension {','.join(unknown)} matches no task of {cfg.task_suite_name} "
+                             f"(dimensions: {known or 'none: not a robustness suite'})")
+    _refuse_what_cannot_run(picked)
     return episodes
+
+
+def _dimension_matches(task: suites.Task, wanted: list[str]) -> bool:
+    """`--dimension camera,noise`: the start of a word of the task's dimension or level, any case."""
+    text = f"{task.dimension or ''} {task.level or ''}".lower().replace("(", " ").replace(")", " ")
+    return any(any(w.startswith(x.strip().lower()) for w in text.split()) for x in wanted if x.strip())
+
+
+def _refuse_what_cannot_run(tasks: list[suites.Task]) -> None:
+    """LIBERO-plus tasks this install cannot run are refused up front, naming why and how many."""
+    from collections import Counter
+
+    from sim_client.robustness import plus_cannot_run
+
+    plus = [t for t in tasks if t.benchmark == suites.LIBERO_PLUS.key]
+    if not plus:
+        return
+    assets = suites._assets_dir(suites.LIBERO_PLUS)
+    why = {(t.dimension, t.level): plus_cannot_run(assets, t.dimension, t.level) for t in plus}
+    bad: dict[str, Counter] = {}
+    for t in plus:
+        if why[(t.dimension, t.level)]:
+            bad.setdefault(why[(t.dimension, t.level)], Counter())[_label(t)] += 1
+    if bad:
+        parts = [", ".join(f"{n} {label}" for label, n in sorted(c.items())) + f" tasks: {reason}"
+                 for reason, c in bad.items()]
+        ok = sorted({_label(t) for t in plus if not why[(t.dimension, t.level)]})
+        raise SimClientError("LIBERO-plus cannot run " + "; ".join(parts) + ". Select what runs with --dimension "
+                         f"(words of: {ok})")
+
+
+def _label(task: suites.Task) -> str:
+    return task.dimension + (f" ({task.level})" if task.level else "")
 
 
 def _server_info(policy: Any, cfg: EvalConfig) -> ServerInfo:
@@ -107,7 +168,7 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
     out = Path(out)
     suites.ensure_libero_config()
     episodes = plan_episodes(cfg)
-    tasks_text = {(s, t.task_id): t.language for s in cfg.suites() for t in suites.get_tasks(s)}
+    tasks_meta = {(s, t.task_id): t for s in cfg.suites() for t in suites.get_tasks(s)}
     mine = {(e["suite"], e["task_id"], e["trial"]) for e in episodes}
     mine = set(select_shard(mine, cfg.shard))
     info = _server_info(policy, cfg)  # before touching OUT: an unreachable server leaves nothing behind
@@ -135,8 +196,11 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
     counts = {"success": 0, "done": 0, "errors": 0, "steps": 0}
 
     def on_result(line: dict[str, Any]) -> None:
+        task = tasks_meta.get((line["suite"], line["task_id"]))
         if not line.get("task"):
-            line["task"] = tasks_text.get((line["suite"], line["task_id"]), "")
+            line["task"] = task.language if task else ""
+        if task is not None and task.dimension:
+            line.update(task_name=task.name, dimension=task.dimension, level=task.level)
         results.append(line)
         counts["done"] += 1
         counts["success"] += bool(line.get("success")) and not line.get("error")
