@@ -75,6 +75,21 @@ class ServerProcess:
         self.stop()
 
 
+def noop_grpc_server(max_batch_size: int = 1, max_queue_delay_ms: float = 0.0):
+    """The evaluation benchmarks' stand-in: an in-process scripted no-op policy (chunk 10) on a free
+    gRPC port, ready. Returns (server, url); call server.stop()."""
+    from policy_server.batcher import BatcherConfig
+    from policy_server.scripted import make_scripted
+    from policy_server.server import PolicyServer
+    from policy_server.service import ServiceConfig
+
+    server = PolicyServer(make_scripted("noop", chunk_length=10), grpc_port=free_port(), http_port=None,
+                          batcher=BatcherConfig(max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms),
+                          service=ServiceConfig(token="")).start()
+    server.wait_ready(30)
+    return server, f"grpc://127.0.0.1:{server.grpc_port}"
+
+
 def pct(values_ms, q) -> float:
     return float(np.percentile(np.asarray(values_ms), q)) if len(values_ms) else float("nan")
 

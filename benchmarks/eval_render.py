@@ -25,19 +25,11 @@ def main() -> int:
     p.add_argument("--renderer", default="auto")
     args = p.parse_args()
 
-    from policy_server.batcher import BatcherConfig
-    from policy_server.scripted import make_scripted
-    from policy_server.server import PolicyServer
-    from policy_server.service import ServiceConfig
+    from benchmarks._serve_common import noop_grpc_server
     from sim_client.bench import libero_10_episodes_per_hour, measure
     from sim_client.render import choose_renderer
-    from tests.conftest import free_port
 
-    server = PolicyServer(make_scripted("noop", chunk_length=10), grpc_port=free_port(), http_port=None,
-                          batcher=BatcherConfig(max_batch_size=1, max_queue_delay_ms=0.0),
-                          service=ServiceConfig(token="")).start()
-    server.wait_ready(30)
-    url = f"grpc://127.0.0.1:{server.grpc_port}"
+    server, url = noop_grpc_server(max_batch_size=1, max_queue_delay_ms=0.0)
     renderer, fps = choose_renderer(args.renderer)  # once, so both modes use the same backend
     print(f"renderer {renderer} (probe fps {fps})")
     # Alternate the modes (other processes share this machine: their load drifts over the run).

@@ -50,20 +50,12 @@ def main() -> int:
     p.add_argument("--renderer", default="auto")
     args = p.parse_args()
 
-    from policy_server.batcher import BatcherConfig
-    from policy_server.scripted import make_scripted
-    from policy_server.server import PolicyServer
-    from policy_server.service import ServiceConfig
+    from benchmarks._serve_common import noop_grpc_server, result
     from sim_client import suites
     from sim_client.render import choose_renderer
     from sim_client.runner import _dimension_matches
-    from tests.conftest import free_port
 
-    server = PolicyServer(make_scripted("noop", chunk_length=10), grpc_port=free_port(), http_port=None,
-                          batcher=BatcherConfig(max_batch_size=1, max_queue_delay_ms=0.0),
-                          service=ServiceConfig(token="")).start()
-    server.wait_ready(30)
-    url = f"grpc://127.0.0.1:{server.grpc_port}"
+    server, url = noop_grpc_server()
     renderer, _ = choose_renderer(args.renderer)
     rows, query_lines, every_lines = [], [], []
     try:
@@ -93,7 +85,7 @@ def main() -> int:
     ratio = per_hour(query_lines) / per_hour(every_lines)
     print(f"same tasks, render every step: {per_hour(every_lines):.1f} vs on query {per_hour(query_lines):.1f} "
           f"episodes/hour per worker")
-    print(f"RESULT eval_robustness_on_query_speedup {ratio:.2f} goal >= {GOAL} {'PASS' if ratio >= GOAL else 'FAIL'}")
+    print(result("eval_robustness_on_query_speedup", ratio, ">=", GOAL))
     return 0
 
 

