@@ -2,7 +2,8 @@
 
 A reply must hold `actions`: a floating-point array [chunk, 7] (LIBERO's action space) of
 finite numbers, with at least as many rows as the client executes per query (openpi's LIBERO
-loop asserts the same). A reply that breaks this, or a server that answers this episode's
+loop asserts the same), or as the server's ServerInfo declares (`chunk_length`) when that is
+fewer: a server that says it answers one action at a time is held to that. A reply that breaks this, or a server that answers this episode's
 observation with an error of its own (INTERNAL, INVALID_ARGUMENT: the model or its
 preprocessing failed on it), is a *policy failure*: the episode ends there, counts in the
 success rate's denominator and records its reason.
@@ -47,8 +48,8 @@ def from_server_error(exc: PolicyError) -> PolicyFailure:
     return PolicyFailure(f"server_{exc.code.value}", exc.message[:500])
 
 
-def check_actions(reply: Any, chunk_size: int) -> np.ndarray:
-    """The actions of a reply as float64 [chunk, 7], or PolicyFailure naming what is wrong."""
+def check_actions(reply: Any, min_rows: int) -> np.ndarray:
+    """The actions of a reply as float64 [chunk >= min_rows, 7], or PolicyFailure naming what is wrong."""
     if not isinstance(reply, dict) or "actions" not in reply:
         keys = sorted(map(str, reply)) if isinstance(reply, dict) else type(reply).__name__
         raise PolicyFailure("actions_missing", f"reply has no 'actions' (got {keys})")
@@ -61,9 +62,9 @@ def check_actions(reply: Any, chunk_size: int) -> np.ndarray:
     if actions.ndim != 2 or actions.shape[1] != ACTION_DIM or actions.shape[0] < 1:
         raise PolicyFailure("actions_shape",
                             f"'actions' has shape {list(actions.shape)}; expected [chunk>=1, {ACTION_DIM}]")
-    if actions.shape[0] < chunk_size:
-        raise PolicyFailure("chunk_too_short", f"'actions' has {actions.shape[0]} rows; the client executes "
-                                               f"{chunk_size} per query (--chunk-size / replan steps)")
+    if actions.shape[0] < min_rows:
+        raise PolicyFailure("chunk_too_short", f"'actions' has {actions.shape[0]} rows; expected at least "
+                                               f"{min_rows} (--chunk-size, or the server's declared chunk_length)")
     bad = ~np.isfinite(actions)
     if bad.any():
         rows = sorted({int(r) for r in np.nonzero(bad)[0]})

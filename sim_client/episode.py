@@ -72,6 +72,8 @@ def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSp
             frames.append(side_by_side(obs))
 
     plan: collections.deque = collections.deque()
+    # Rows a reply must have: the replanning chunk, or less if the server declares shorter chunks.
+    min_rows = min(spec.actions_per_query, builder.chunk_length) if builder.chunk_length else spec.actions_per_query
     latencies: list[float] = []
     executed: list[np.ndarray] = []
     model_version = ""
@@ -87,7 +89,7 @@ def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSp
                 latencies.append(ms)
                 if isinstance(reply, dict):
                     model_version = str(reply.get("model_version", model_version))
-                chunk = check_actions(reply, spec.actions_per_query)
+                chunk = check_actions(reply, min_rows)
             except PolicyFailure as exc:
                 failure = f"{exc.reason} (query {len(latencies)}, step {step})"
                 break

@@ -33,6 +33,8 @@ class RequestBuilder:
             raise SimClientError(f"server declares image_orientation {orientation!r}; known: {protocol.ORIENTATIONS}")
         self.rotate = orientation == protocol.ORIENTATION_ROTATED_180
         self.resize_size = resize_size
+        # The reply length the server declares (0: none, as openpi's); sim_client.contract's minimum.
+        self.chunk_length = int(info.chunk_length or 0)
         if self.layout == "sim":  # exactly the cameras declared: a state-only server (the expert) gets none
             self.cameras = tuple(k for k in CAMERA_KEYS if k in keys)
         else:

@@ -230,7 +230,7 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
         "server_model": info.model or None, "model_versions": sorted({str(x.get("model_version")) for x in mine_lines
                                                                      if x.get("model_version")}),
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
-        "replan": replan_record(cfg.eval_chunk_size),
+        "replan": replan_record(cfg.eval_chunk_size, builder.chunk_length),
         "this_run": {"episodes": counts["done"], "elapsed_s": round(elapsed, 2),
                      "episodes_per_min": round(60 * counts["done"] / elapsed, 3) if elapsed > 0 else None,
                      "steps_per_s": round(counts["steps"] / elapsed, 2) if elapsed > 0 else None,
@@ -249,9 +249,12 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
 REPLAN_CONVENTIONS = {5: "openpi's replan_steps=5", 10: "FluxVLA's eval_chunk_size=10"}
 
 
-def replan_record(steps: int) -> dict[str, Any]:
-    """Which replanning chunk ran, for summary.json and the report."""
-    return {"steps": int(steps), "convention": REPLAN_CONVENTIONS.get(int(steps), "custom --chunk-size")}
+def replan_record(steps: int, server_chunk: int = 0) -> dict[str, Any]:
+    """Which replanning chunk ran, for summary.json and the report: `steps` per query, fewer when the
+    server declares shorter chunks (`server_chunk_length`, None when it declares none)."""
+    executed = min(steps, server_chunk) if server_chunk else steps
+    return {"steps": int(executed), "convention": REPLAN_CONVENTIONS.get(int(executed), "custom --chunk-size"),
+            "server_chunk_length": int(server_chunk) or None}
 
 
 def _cores() -> int:

@@ -73,7 +73,7 @@ def test_openpi_server_from_pypi_full_evaluation(libero, tmp_path):
         assert r["observation/state"][0] == [8] and r["prompt"] == "close the top drawer of the cabinet"
         assert "replay_step" not in r
     summary = json.loads((tmp_path / "eval/summary.json").read_text())
-    assert summary["replan"] == {"steps": 5, "convention": "openpi's replan_steps=5"}
+    assert summary["replan"] == {"steps": 5, "convention": "openpi's replan_steps=5", "server_chunk_length": None}
     assert summary["overall"]["successes"] == 1 and summary["overall"]["errors"] == 0
     assert "replanning: 5 actions executed per query (openpi's replan_steps=5)" in out.stdout
 

@@ -69,11 +69,11 @@ def test_action_contract(reply, kind):
     from sim_client.contract import PolicyFailure, check_actions
 
     if kind is None:
-        out = check_actions(reply, chunk_size=10)
+        out = check_actions(reply, min_rows=10)
         assert out.dtype == np.float64 and out.shape[1] == 7
     else:
         with pytest.raises(PolicyFailure) as exc:
-            check_actions(reply, chunk_size=10)
+            check_actions(reply, min_rows=10)
         assert exc.value.kind == kind and exc.value.reason.startswith(kind + ": ")
 
 
