@@ -132,10 +132,18 @@ def ensure_libero_config(config_dir: str | os.PathLike | None = None, bench: Ben
 
 
 def env_class(bench: Benchmark):
-    """The benchmark's OffScreenRenderEnv, imported after its config exists (the forks read the same
-    LIBERO_CONFIG_PATH variable as LIBERO, at import)."""
+    """The benchmark's OffScreenRenderEnv, imported after its config exists. The forks read the same
+    LIBERO_CONFIG_PATH variable as LIBERO, once, at import: it names theirs only while they import."""
+    before = os.environ.get("LIBERO_CONFIG_PATH")
     ensure_libero_config(bench=bench)
-    return importlib.import_module(f"{bench.package}.{bench.package}.envs").OffScreenRenderEnv
+    try:
+        return importlib.import_module(f"{bench.package}.{bench.package}.envs").OffScreenRenderEnv
+    finally:
+        if bench is not LIBERO:
+            if before is None:
+                os.environ.pop("LIBERO_CONFIG_PATH", None)
+            else:
+                os.environ["LIBERO_CONFIG_PATH"] = before
 
 
 @functools.lru_cache(maxsize=None)
