@@ -37,6 +37,8 @@ class LiberoEnv:
         self.image_keys = tuple(f"{c}_image" for c in cameras)
         self._want: frozenset[str] = frozenset()  # cameras the lazy sensors render now
         self.renders = 0  # camera sensor calls that really rendered (for tests and benchmarks)
+        self._seeded: int | None = None   # the seed np.random was given, and the resets since (reset())
+        self._resets = 0
         self._env = OffScreenRenderEnv(bddl_file_name=str(task.bddl_file), camera_names=list(cameras),
                                        camera_heights=resolution, camera_widths=resolution)
         self._blank = np.zeros((resolution, resolution, 3), np.uint8)
@@ -92,18 +94,31 @@ class LiberoEnv:
         self._want = want
         return want
 
-    def reset(self, seed: int, init_state: np.ndarray | None, *, render=False) -> dict[str, Any]:
-        """seed → reset → the trial's fixed initial state (openpi's order).
+    def reset(self, seed: int, init_state: np.ndarray | None, *, trial: int = 0, render=False) -> dict[str, Any]:
+        """reset → trial `trial`'s fixed initial state, numpy's RNG where openpi's loop has it (below).
 
         `init_state=None` keeps the reset's own placement: every object sampled in its BDDL
         region from the seeded random state (what recordings start from)."""
         if init_state is None:
             rendered = self._set_render(render)
             self._env.seed(seed)
+            self._seeded = None   # the next trial reseeds
             return self._obs(self._env.reset(), rendered)
         self._set_render(False)
-        self._env.seed(seed)
+        # openpi seeds a task's env once (`env.seed(seed)`, i.e. np.random.seed) and resets it once
+        # per trial, in trial order. A reset draws from np.random (a hard reset re-places the
+        # fixtures, which the initial state does not cover), so trial k's scene depends on the k
+        # resets before it. Resets since seeding are counted: trials run in order cost nothing
+        # extra; any other (a worker given trials 0, 2, 4, a retry, a video replay) reseeds and
+        # replays the missing resets first. `trial=0` reseeds every time.
+        if self._seeded != seed or trial < self._resets:
+            self._env.seed(seed)
+            self._seeded, self._resets = seed, 0
+        while self._resets < trial:
+            self._env.reset()
+            self._resets += 1
         self._env.reset()
+        self._resets += 1
         rendered = self._set_render(render)
         return self._obs(self._env.set_init_state(init_state), rendered)
 

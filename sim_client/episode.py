@@ -1,6 +1,7 @@
 """One LIBERO episode as openpi's examples/libero/main.py runs it.
 
-seed → reset → the trial's fixed initial state → `num_steps_wait` no-op steps (objects settle)
+seed once per task env, one reset per trial in trial order (LiberoEnv.reset keeps openpi's RNG
+sequence) → the trial's fixed initial state → `num_steps_wait` no-op steps (objects settle)
 → query the policy with the raw observation, execute `actions_per_query` actions of the reply, query
 again … until the env reports done (success) or the suite's step budget runs out (failure).
 A reply that breaks the action contract (sim_client.contract) ends the episode as a failure
@@ -65,7 +66,7 @@ def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSp
     wait = spec.num_steps_wait
 
     # The warm-up renders nothing, except the last step, whose observation the first query sends.
-    obs = env.reset(spec.seed, init_state, render=every or (query_cams if wait == 0 else False))
+    obs = env.reset(spec.seed, init_state, trial=spec.trial, render=every or (query_cams if wait == 0 else False))
     for t in range(wait):
         obs, _ = env.step(NOOP_ACTION, render=every or (query_cams if t == wait - 1 else False))
         if record_video:
@@ -126,7 +127,7 @@ def replay_frames(env: LiberoEnv, spec: EpisodeSpec, init_state: np.ndarray, act
     exactly; `--video failures` pays for rendering only on the episodes that failed.
     """
     frames = []
-    env.reset(spec.seed, init_state, render=False)
+    env.reset(spec.seed, init_state, trial=spec.trial, render=False)
     for t in range(spec.num_steps_wait):
         obs, _ = env.step(NOOP_ACTION, render=True)
         frames.append(side_by_side(obs))

