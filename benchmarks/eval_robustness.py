@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 GOAL = 2.0
 # What runs on this install (sim_client refuses the rest, naming why): one group per dimension/level kind.
-PLUS_GROUPS = ("camera", "robot", "language", "gaussian", "zoom", "fog", "glass", "displaced")
+PLUS_GROUPS = ("camera", "robot", "language", "gaussian", "zoom", "glass", "displaced")
 PRO_SUITES = ("libero_pro_spatial_lan", "libero_pro_spatial_object", "libero_pro_spatial_swap",
               "libero_pro_spatial_task")
 
