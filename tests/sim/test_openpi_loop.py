@@ -60,8 +60,10 @@ class DrawerPusher:
     def __init__(self, log: str | None = None, chunk: int = 10):
         self.log, self.chunk = log, chunk
 
-    def info(self) -> dict:
-        return {}   # declares nothing, as openpi's server: the client sends openpi's layout
+    def info(self):
+        from vla.wire.server_info import ServerInfo
+
+        return ServerInfo()   # declares nothing, as openpi's server: the client sends openpi's layout
 
     def _target(self, eef: np.ndarray) -> np.ndarray:
         above, down, pushed = self.WAYPOINTS
