@@ -8,8 +8,8 @@
 #           packages (scripts/build_base_image.sh; needs debootstrap).
 # 2. build  trainer, policy-server, sim-client (one at a time, timed). A local CPU torch wheel found
 #           in pip's find-links (or TORCH_WHEEL=...) goes in through services/wheels/.
-# 3. data   the demo's recording step on the host (LIBERO libero_10 task 0, 2 episodes of 20 frames),
-#           copied into the compose volume `work-dirs` as work_dirs/demo/data.
+# 3. data   the demo's recording step on the host (2 expert demonstrations of libero_object task 0,
+#           128 px), copied into the compose volume `work-dirs` as work_dirs/demo/data.
 # 4. train  `compose up trainer`: the tiny π0 config; exit 0 and a complete work dir (timed).
 # 5. serve  `compose up -d policy-server`: its healthcheck goes green; from the host, /readyz, gRPC and
 #           HTTP inference, and Debian's Prometheus scraping the published /metrics (tests/deploy/stack_probe).
@@ -31,6 +31,7 @@ TAG=${VLA_IMAGE_TAG:-0.1.0}
 TORCH_VERSION=2.13.0
 PUBLIC_BASE=python:3.11.11-slim-bookworm
 LOCAL_BASE=localhost/vla-libero/python:3.11-slim-bookworm
+SUITE=libero_object   # the demo's: its expert records task 0, the sim client evaluates the same task
 SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 log() { echo "images_test: $*" >&2; }
@@ -131,10 +132,11 @@ DATA_HOST=${IMAGES_TEST_DATA:-$OUT/demo}
 [[ -x $VPY ]] || die "no Python at $VPY (make install sim, or VENV=...)"
 log "recording the demo dataset into $DATA_HOST (LIBERO on the host)"
 t0=$SECONDS
-PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH} "$VPY" -m vla.demo --root "$DATA_HOST" --stop-after record \
-  --tasks 0 --episodes-per-task 2 --record-steps 20 --image-size 128 --workers 1 >"$OUT/record.log" 2>&1 \
+PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH} "$VPY" -m demo --root "$DATA_HOST" --stop-after record \
+  --suite "$SUITE" --tasks 0 --episodes-per-task 2 --image-size 128 --workers 1 >"$OUT/record.log" 2>&1 \
   || die "recording failed; see $OUT/record.log"
-note "data: libero_10 task 0, 2 episodes x 20 frames, 128 px ($((SECONDS - t0)) s, rerun skips it)"
+frames=$("$VPY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["total_frames"])' "$DATA_HOST/data/meta/info.json")
+note "data: $SUITE task 0, 2 expert demonstrations, $frames frames, 128 px ($((SECONDS - t0)) s, a rerun skips it)"
 # The trainer image's uid copies it in, so the volume and what is in it belong to that uid.
 "$ENGINE" volume create "$VOLUME" >/dev/null
 "$ENGINE" run --rm -v "$VOLUME:/app/work_dirs" -v "$DATA_HOST/data:/seed:ro" --entrypoint bash \
@@ -203,7 +205,7 @@ log "compose run sim-client (1 episode, 30 steps)"
 sim_name=${PROJECT}_sim-client_run
 "$ENGINE" rm -f "$sim_name" >/dev/null 2>&1 || true
 t0=$SECONDS
-"${COMPOSE[@]}" run -T --no-deps --name "$sim_name" sim-client --suite libero_10 --tasks 0 --trials 1 \
+"${COMPOSE[@]}" run -T --no-deps --name "$sim_name" sim-client --suite "$SUITE" --tasks 0 --trials 1 \
   --max-steps 30 --workers 1 --video none --server grpc://policy-server:50051 \
   --out /app/work_dirs/demo/eval >"$OUT/sim_client.log" 2>&1 || true
 code=$("$ENGINE" inspect -f '{{.State.ExitCode}}' "$sim_name")
