@@ -166,11 +166,12 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_object", tas
         frames = 0
         with environ(worker_env(chosen, threads=1)):  # spawned workers inherit it: MuJoCo reads MUJOCO_GL
             ctx = mp.get_context("spawn")
-            # Contiguous runs of one task per worker: each env is built once, not once per episode.
+            # One episode per hand-out: each lands on disk as soon as it is done (a block of episodes
+            # would reach the parent only whole, so progress and resume would wait for it, and a worker
+            # killed mid-block would take the block with it). Workers keep their env per task.
             with ctx.Pool(n, initializer=_init_worker, initargs=(suite, seed, resolution, max_steps)) as pool:
                 for i, (task_id, episode, language, data, info) in enumerate(
-                        pool.imap(_record_one, todo, chunksize=max(1, min(episodes_per_task, len(todo) // n))),
-                        start=1):
+                        pool.imap(_record_one, todo, chunksize=1), start=1):
                     index = writer.add_episode(data, task=language)
                     frames += len(data["action"])
                     msg = (f"record: episode {index} (task {task_id} #{episode}, reset seed {info['seed']}"
