@@ -334,7 +334,11 @@ class Batcher:
                 self._free_at = self.clock()
                 self._answered = len(live)
                 self._busy -= len(batch)
-                self._cond.notify_all()
+                # Wake the worker only if it has a batch to collect (or a drain is waiting): a lone
+                # request answered inline must not cost a wake-up of the idle worker thread, which
+                # would compete for the GIL with the thread sending the reply.
+                if self._queue or not self._accepting:
+                    self._cond.notify_all()
             for item, outcome in outcomes:
                 if item.future.done():
                     continue
