@@ -88,6 +88,7 @@ class _Item:
     request_id: str
     deadline: float | None
     enqueued: float
+    client: Any = None   # the connection it came on (transport-defined), None if unknown
     future: Future = field(default_factory=Future)
 
 
@@ -106,7 +107,10 @@ class Batcher:
         self._busy = 0          # requests taken off the queue and not yet answered
         self._computing = False  # a batch is running (worker or inline): one at a time
         self._arriving = 0      # announced by a transport, not yet submitted or withdrawn
-        self._answered = 0      # clients the last batch answered that have not come back yet
+        # Clients the last batch answered that have not come back yet: by their connection when the
+        # transport names it, else only counted (anonymous clients are assumed to be the ones back).
+        self._answered: set[Any] = set()
+        self._answered_anon = 0
         self._free_at = float("-inf")   # when the last batch ended
         self._solo_s = float("inf")     # how long a batch of one takes (moving average)
         self._thread: threading.Thread | None = None
@@ -161,13 +165,20 @@ class Batcher:
             self._thread.join(timeout_s)
 
     # -- requests ------------------------------------------------------------------
-    def announce(self) -> None:
+    def announce(self, client: Any = None) -> None:
         """A transport has a request it is preparing: a batch may wait for it (see the module doc).
-        Follow with `submit(..., announced=True)` or `withdraw()`."""
+        `client` names the connection it came on (None: unknown). Follow with
+        `submit(..., announced=True)` or `withdraw()`."""
         with self._cond:
             self._arriving += 1
-            if self._answered:   # a client the last batch answered is back: expected once, not twice
-                self._answered -= 1
+            self._back_locked(client)
+
+    def _back_locked(self, client: Any) -> None:
+        """A request from `client` arrived: if the last batch answered it, it is expected no more."""
+        if client is not None:
+            self._answered.discard(client)
+        elif self._answered_anon:
+            self._answered_anon -= 1
 
     def runs_at_once(self, within_s: float = float("inf")) -> bool:
         """Would the caller's announced request run the moment it is submitted (the model idle,
@@ -188,22 +199,23 @@ class Batcher:
         answered while its window lasts. Zero when batching is off."""
         if not self.config.batching:
             return 0
-        back = self._answered if now < self._free_at + self.config.max_queue_delay_ms / 1000.0 else 0
+        in_window = now < self._free_at + self.config.max_queue_delay_ms / 1000.0
+        back = len(self._answered) + self._answered_anon if in_window else 0
         return self._arriving + back
 
     def submit(self, obs: dict[str, Any], request_id: str = "", deadline: float | None = None, *,
-               announced: bool = False, inline_ok: bool = False) -> Future:
+               announced: bool = False, inline_ok: bool = False, client: Any = None) -> Future:
         """Queue one prepared sample (the policy's `prepare` result); the Future resolves to a Reply or raises PolicyError.
 
         `inline_ok`: the caller may block, so if the model is idle and nothing else is expected
         the batch of one runs on this thread and the Future comes back already resolved."""
         now = self.clock()
-        item = _Item(obs, request_id, deadline, now)
+        item = _Item(obs, request_id, deadline, now, client)
         with self._cond:
             if announced:
                 self._arriving -= 1
-            elif self._answered:
-                self._answered -= 1
+            else:
+                self._back_locked(client)
             if not self._accepting:
                 why = ("not serving: its warm-up failed" if self.failure is not None
                        else "draining" if self._ready.is_set() else "warming up")
@@ -245,16 +257,17 @@ class Batcher:
             raise WarmupError(f"the warm-up observation (LIBERO-size, valid) was refused: {exc.message}") from None
         self.prepare_s = time.monotonic() - t0
         for size in sorted({1, self.config.max_batch_size}):
-            t0 = time.monotonic()
             replies = self.policy.infer_batch([sample] * size)
-            if size == 1:
-                self._solo_s = time.monotonic() - t0
             failed = [r for r in replies if isinstance(r, PolicyError)]
             if failed or len(replies) != size:
                 why = failed[0].message if failed else f"{len(replies)} replies for a batch of {size}"
                 raise WarmupError(f"the warm-up batch of {size} failed: {why}")
+        # A batch of one once more, timed: the first call above paid for lazy initialisation.
+        t0 = time.monotonic()
+        self.policy.infer_batch([sample])
+        self._solo_s = time.monotonic() - t0
         self.warmup_s = time.monotonic() - start
-        log.info("warm-up done in %.2fs", self.warmup_s)
+        log.info("warm-up done in %.2fs (a batch of one: %.1f ms)", self.warmup_s, self._solo_s * 1000)
 
     def _run(self) -> None:
         try:
@@ -332,7 +345,8 @@ class Batcher:
             with self._cond:
                 self._computing = False
                 self._free_at = self.clock()
-                self._answered = len(live)
+                self._answered = {item.client for item in live if item.client is not None}
+                self._answered_anon = sum(item.client is None for item in live)
                 self._busy -= len(batch)
                 # Wake the worker only if it has a batch to collect (or a drain is waiting): a lone
                 # request answered inline must not cost a wake-up of the idle worker thread, which

@@ -48,7 +48,7 @@ class _Servicer:
             svc.record_error("grpc", err)
             self._abort(context, err, request_id)
         try:
-            out = svc.handle(obs, "grpc", request_id, context.time_remaining(), started)
+            out = svc.handle(obs, "grpc", request_id, context.time_remaining(), started, context.peer())
         except PolicyError as err:
             self._abort(context, err, request_id)
         return policy_pb2.InferResponse(

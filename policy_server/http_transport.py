@@ -97,6 +97,7 @@ def _websocket_handler(service: PolicyService) -> Any:
             await send({"type": "websocket.close", "code": 1008, "reason": "unauthenticated"})  # HTTP 403
             return
         await send({"type": "websocket.accept"})
+        connection = ("ws", scope.get("client"))   # the batcher tells clients apart by connection
         await send({"type": "websocket.send", "bytes": codec.packb(service.info().to_dict())})
         while True:
             message = await receive()
@@ -116,7 +117,7 @@ def _websocket_handler(service: PolicyService) -> Any:
                 await send({"type": "websocket.send", "text": json.dumps(err.to_dict())})
                 continue
             try:
-                reply = await service.ahandle(obs, "ws", request_id, None, started)
+                reply = await service.ahandle(obs, "ws", request_id, None, started, connection)
             except PolicyError as err:
                 await send({"type": "websocket.send", "text": json.dumps(err.to_dict())})
                 continue
@@ -157,7 +158,8 @@ def build_app(service: PolicyService) -> _InferFastPath:
             service.record_error("http", err)
             return _error_response(err, not use_json)
         try:
-            reply = await service.ahandle(obs, "http", request_id, None, started)
+            reply = await service.ahandle(obs, "http", request_id, None, started,
+                                         ("http", request.scope.get("client")))
         except PolicyError as err:
             return _error_response(err, not use_json)
         if use_json:

@@ -30,10 +30,18 @@ from vla.wire.server_info import ServerInfo
 
 log = logging.getLogger("policy_server")
 
-# The longest a batch of one may take (moving average) for a lone HTTP/websocket request to run
-# on the event loop itself. Handing a request to a thread and back costs 0.1-0.5 ms on a busy
+# The longest the policy's prepare() may take (timed at warm-up) to run on the event loop rather
+# than on a prep thread. Handing a request to a thread and back costs 0.1-0.5 ms on a busy
 # machine; holding the loop for less than that delays no other connection by more.
 LOOP_BUDGET_S = 0.0005
+
+# The longest a batch of one may take (moving average) for a lone HTTP/websocket request, nothing
+# else queued or expected, to run on the event loop itself, as openpi's server runs every request:
+# it then costs no thread hand-off (0.1-0.5 ms on a busy machine). The loop is held only when there
+# is nobody else to serve; a client that arrives meanwhile is read when the batch ends, and since
+# it is not the client just answered (the batcher tells them by connection) it then waits for that
+# one in the window and they batch together.
+LONE_LOOP_BUDGET_S = 0.020
 
 
 @dataclass
@@ -143,14 +151,15 @@ class PolicyService:
             raise
 
     def _prepare_and_submit(self, obs: Any, request_id: str, deadline: float,
-                            inline_ok: bool) -> concurrent.futures.Future:
+                            inline_ok: bool, client: Any = None) -> concurrent.futures.Future:
         """Prepare an announced request and queue it (or, idle and `inline_ok`, run it here)."""
         try:
             sample = self._prepared(obs, request_id)
         except BaseException:
             self.batcher.withdraw()
             raise
-        return self.batcher.submit(sample, request_id, deadline, announced=True, inline_ok=inline_ok)
+        return self.batcher.submit(sample, request_id, deadline, announced=True, inline_ok=inline_ok,
+                                   client=client)
 
     def _reply(self, reply: Reply, request_id: str, started: float) -> dict[str, Any]:
         """The reply dict every transport sends; `server_timing` is measured here, once, for all of them."""
@@ -198,15 +207,16 @@ class PolicyService:
             self._finish(transport, code, started)
 
     def handle(self, obs: Any, transport: str, request_id: str = "", timeout_s: float | None = None,
-               started: float | None = None) -> dict[str, Any]:
-        """Blocking path (gRPC worker threads)."""
+               started: float | None = None, client: Any = None) -> dict[str, Any]:
+        """Blocking path (gRPC worker threads). `client` names the connection (the batcher tells a
+        client coming back from a new one by it); None if the transport cannot say."""
         started = started or time.monotonic()
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
         with self._accounted(transport, request_id, started):
-            self.batcher.announce()
+            self.batcher.announce(client)
             # An idle model runs the request on this thread (no hand-offs).
-            future = self._prepare_and_submit(obs, request_id, deadline, inline_ok=True)
+            future = self._prepare_and_submit(obs, request_id, deadline, True, client)
             try:
                 reply = future.result(timeout=max(deadline - time.monotonic(), 0.0) + 0.05)
             except concurrent.futures.TimeoutError:
@@ -216,25 +226,27 @@ class PolicyService:
             return self._reply(reply, request_id, started)
 
     async def ahandle(self, obs: Any, transport: str, request_id: str = "", timeout_s: float | None = None,
-                      started: float | None = None) -> dict[str, Any]:
+                      started: float | None = None, client: Any = None) -> dict[str, Any]:
         """asyncio path (HTTP and websocket); same semantics as `handle`."""
         started = started or time.monotonic()
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
         with self._accounted(transport, request_id, started):
-            self.batcher.announce()
-            if self.batcher.runs_at_once(within_s=LOOP_BUDGET_S):
-                # A lone request to a model that answers within the budget: prepared and run right
-                # here, as openpi's server runs every request. Two thread hand-offs would cost more
-                # than the event loop is held for.
-                future = self._prepare_and_submit(obs, request_id, deadline, inline_ok=True)
+            self.batcher.announce(client)
+            # One turn of the loop first: requests that arrived together with this one (for example
+            # while a batch held the loop) announce themselves, and then this one is not alone.
+            await asyncio.sleep(0)
+            if self.batcher.runs_at_once(within_s=LONE_LOOP_BUDGET_S):
+                # A lone request to a model whose batch of one takes under the budget: prepared and
+                # run right here, as openpi's server runs every request (no thread hand-off).
+                future = self._prepare_and_submit(obs, request_id, deadline, True, client)
             elif self.batcher.prepare_s > LOOP_BUDGET_S:
                 # Heavy per-request preprocessing runs off the event loop, and the prep thread queues
                 # the request itself (or, the model idle, runs it): no wait for the loop to come round.
                 future = await asyncio.wrap_future(self._prep_pool.submit(self._prepare_and_submit, obs,
-                                                                          request_id, deadline, True))
+                                                                          request_id, deadline, True, client))
             else:
-                future = self._prepare_and_submit(obs, request_id, deadline, inline_ok=False)
+                future = self._prepare_and_submit(obs, request_id, deadline, False, client)
             try:
                 reply = future.result() if future.done() else await asyncio.wait_for(asyncio.wrap_future(future),
                                                max(deadline - time.monotonic(), 0.0) + 0.05)

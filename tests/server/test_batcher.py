@@ -238,3 +238,23 @@ def test_batching_off_never_waits():
         b.announce()
         assert b.submit({"i": 0}, announced=True, inline_ok=flush == "idle").result(10).flush == flush
         b.stop()
+
+
+def test_clients_are_told_apart_by_connection():
+    """After a batch answers client A, a request from a new client B does not count as A coming back:
+    it waits (in the window) for A, and they share the next batch. A alone comes back and runs at once."""
+    policy = Recorder(sleep_s=0.0)
+    b = _batcher(policy)
+    policy.sizes.clear()
+    assert b.submit({"i": 0}, client="A", inline_ok=True).result(10).flush == "idle"
+    b.announce("A")
+    assert b.runs_at_once()                     # A is back: nobody else is expected
+    assert b.submit({"i": 1}, client="A", announced=True, inline_ok=True).result(10).flush == "idle"
+    b.announce("B")
+    assert not b.runs_at_once()                 # B is new; A, just answered, is still expected
+    waiting = b.submit({"i": 2}, client="B", announced=True, inline_ok=True)
+    assert not waiting.done()
+    reply = b.submit({"i": 3}, client="A").result(10)
+    assert (reply.batch_size, reply.flush, waiting.result(10).batch_size) == (2, "ready", 2)
+    assert policy.sizes == [1, 1, 2]
+    b.stop()
