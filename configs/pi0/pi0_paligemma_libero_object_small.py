@@ -35,6 +35,10 @@ model = dict(
                                     num_attention_heads=4, num_key_value_heads=1, head_dim=32)),
     proj_width=WIDTH,
     n_action_steps=10,
+    # From scratch there is no release to match: the model computes at the data widths (8 state, 7 actions)
+    # instead of openpi's padded 32.
+    max_state_dim=8,
+    max_action_dim=7,
     state_proj=dict(in_dim=8, out_dim=WIDTH),
     action_in_proj=dict(in_dim=7, out_dim=WIDTH),
     action_out_proj=dict(in_dim=WIDTH, out_dim=7),
