@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from vla.config.registry import ConfigError
+from vla.config.schema import allowed_keys, check_sections
 from vla.io import atomic_write_text, read_json, write_json
 
 BASE_KEY = "_base_"
@@ -45,6 +46,7 @@ class Config(dict):
         cfg = cls(data, filename=str(path))
         if cfg_options:
             cfg.merge_options(cfg_options)
+            check_sections(cfg, "--cfg-options")
         return cfg
 
     def merge_options(self, options: Iterable[str] | dict) -> None:
@@ -98,6 +100,7 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}: _base_ cycle: {' -> '.join(str(p) for p in chain + (path,))}")
     data = _load_file(path)
     bases = data.pop(BASE_KEY, None)
+    check_sections(data, str(path))  # each file's own keys, so an error names the file that wrote them
     if bases is None:
         return _strip_delete(data)
     if isinstance(bases, str):
@@ -163,9 +166,49 @@ def _set_dotted(root: dict[str, Any], dotted: str, value: Any, *, source: str | 
         index = _index(last, dotted, node, source)
         node[index] = value
     elif isinstance(node, dict):
+        if last not in node:
+            _check_new_key(node, tuple(parts[:-1]), last, dotted, source)
         node[last] = value
     else:
         raise ConfigError(f"{source}: {dotted}: cannot set a key inside a {type(node).__name__}")
+
+
+def _check_new_key(node: dict, path: tuple[str, ...], key: str, dotted: str, source: str | None) -> None:
+    """An override may add a key the config did not write only where it is valid: a keyword the dict's
+    `type` accepts, or a key of a data section's schema."""
+    valid = allowed_keys(path, node)
+    unchecked = ""
+    if valid is None and "type" in node:
+        valid = _accepted_keywords(node["type"], dotted, source)
+        if valid is None:
+            unchecked = f"; {node['type']!r} is not registered in this process, so write the key in the config file"
+    if valid is None:
+        valid = set()
+    if key in valid:
+        return
+    import difflib
+
+    names = sorted(set(valid) | {str(k) for k in node})
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(f"{source}: --cfg-options {dotted}: no key {key!r} to override and none may be added "
+                      f"there{hint} (valid: {', '.join(names)}){unchecked}")
+
+
+def _accepted_keywords(type_name: Any, dotted: str, source: str | None) -> set[str] | None:
+    import inspect
+
+    from vla.config.registry import lookup
+
+    try:
+        target = lookup(str(type_name), where=f"{source}: {dotted}: ")
+        params = inspect.signature(target).parameters.values()
+    except (ConfigError, TypeError, ValueError):
+        return None  # an unregistered type (e.g. the server's eval transforms in the trainer): no new keys
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                 inspect.Parameter.KEYWORD_ONLY)} - {"self"}
 
 
 def _child(node: Any, part: str, path: str, source: str | None) -> Any:
