@@ -63,8 +63,10 @@ def main(argv=None) -> int:
     from trainer.distributed import init_distributed, shutdown
 
     try:
-        cfg = Config.fromfile(args.config, args.cfg_options)
-        _custom_imports(cfg)
+        cfg = Config.fromfile(args.config)
+        _custom_imports(cfg)   # first, so --cfg-options may add keywords of the types it registers
+        if args.cfg_options:
+            cfg.merge_options(args.cfg_options)
         if "runner" not in cfg:
             raise ConfigError(f"{args.config}: no runner section (e.g. runner = dict(type='DDPTrainRunner', ...))")
     except EXPECTED_ERRORS as exc:

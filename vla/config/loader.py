@@ -46,7 +46,6 @@ class Config(dict):
         cfg = cls(data, filename=str(path))
         if cfg_options:
             cfg.merge_options(cfg_options)
-            check_sections(cfg, "--cfg-options")
         return cfg
 
     def merge_options(self, options: Iterable[str] | dict) -> None:
@@ -54,6 +53,7 @@ class Config(dict):
         items = options.items() if isinstance(options, dict) else (_split_option(o) for o in options)
         for dotted, value in items:
             _set_dotted(self, dotted, _lists_for_tuples(value), source=self.filename)
+        check_sections(self, "--cfg-options")
 
     def to_plain(self) -> dict[str, Any]:
         return _plain(dict(self), path="")
