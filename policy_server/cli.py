@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file in the work dir (default: the one `latest` names)")
     p.add_argument("--device", default="cpu", help="torch device for the model, e.g. cuda or cuda:1 (default: cpu)")
     p.add_argument("--tokenizer", help="tokenizer directory, if the one the config names is elsewhere here")
-    p.add_argument("--seed", type=int, default=0, help="seed of the flow-matching noise (same for every request)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the server's noise generator (requests that send no seed of their own)")
+    p.add_argument("--noise", choices=["fresh", "fixed"], default="fresh",
+                   help="fresh: new noise per request, from the request's seed when it sends one (default); "
+                        "fixed: the same seeded noise for every request")
     p.add_argument("--replay-file", help="replay: JSON {prompt: [[7 floats], ...]} or .npy [T, 7]")
     p.add_argument("--chunk-length", type=int, default=10, help="scripted: actions per reply")
     p.add_argument("--compute-ms", type=float, default=0.0, help="scripted: simulated model time per batch")
@@ -68,7 +72,7 @@ def make_policy(args: argparse.Namespace):
     from policy_server.engine import load_engine
 
     return load_engine(args.work_dir, checkpoint=args.checkpoint, device=args.device,
-                       tokenizer_path=args.tokenizer, seed=args.seed)
+                       tokenizer_path=args.tokenizer, seed=args.seed, noise=args.noise)
 
 
 def limit_malloc_arenas(arenas: int) -> bool:

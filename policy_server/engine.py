@@ -10,8 +10,11 @@ The model is built from the config, the checkpoint loaded strictly (a missing or
 key is an error naming it), LoRA adapters merged into their base weights, and the config's
 `eval` transforms built and bound to the statistics and the model's sizes.
 
-Flow matching samples from noise: each request gets the same seeded noise, so an observation
-gives the same actions whatever batch it lands in and whichever transport carried it.
+Flow matching samples from noise. By default (`noise='fresh'`, as openpi samples) each request gets its own
+noise: drawn from a generator seeded by the request's `seed` when it sends one (the sim client derives it
+from suite/task/trial/step, so a rerun is identical), else from the server's generator seeded by `seed`.
+Either way an observation's actions do not depend on the batch it lands in. `noise='fixed'` gives every
+request the same seeded noise (the earlier behaviour).
 """
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ from vla.wire.server_info import ServerInfo
 log = logging.getLogger("policy_server.engine")
 
 # Batch keys of the model contract and the dtype each is stacked to.
+NOISE_MODES = ("fresh", "fixed")
+SEEDS_KEY = "_request_seeds"   # collate -> predict: each request's seed (or None); not a model input
 _BATCH_KEYS = {"images": torch.float32, "img_masks": torch.bool, "lang_tokens": torch.long,
                "lang_masks": torch.bool, "states": torch.float32, "embodiment_ids": torch.long}
 _CKPT_RE = re.compile(r"^checkpoint_(epoch|step)_(\d+)\.(pt|safetensors)$")
@@ -100,7 +105,8 @@ class ModelEngine(BasePolicy):
     """
 
     def __init__(self, model: torch.nn.Module, transforms: list[Any], denormalize: Any,
-                 statistics: DatasetStatistics, info: ServerInfo, device: str = "cpu", seed: int = 0):
+                 statistics: DatasetStatistics, info: ServerInfo, device: str = "cpu", seed: int = 0,
+                 noise: str = "fresh"):
         self.model = model
         self.transforms = transforms
         self.denormalize = denormalize
@@ -119,8 +125,12 @@ class ModelEngine(BasePolicy):
                 break
         # The flow runs at the model-internal width (openpi / GR00T pad actions to 32); the output is the data's.
         self.noise_dim = int(getattr(model, "max_action_dim", self.model_action_dim))
+        if noise not in NOISE_MODES:
+            raise EngineError(f"noise={noise!r}: expected one of {', '.join(NOISE_MODES)}")
+        self.noise_mode = noise
         gen = torch.Generator().manual_seed(self.seed)
         self._noise = torch.randn(self.chunk_length, self.noise_dim, generator=gen)
+        self._rng = gen   # fresh noise for requests without a seed continues this stream
 
     def info(self) -> ServerInfo:
         return self._info
@@ -140,14 +150,26 @@ class ModelEngine(BasePolicy):
         for key, dtype in _BATCH_KEYS.items():
             if key in samples[0]:
                 batch[key] = torch.from_numpy(np.stack([np.asarray(s[key]) for s in samples])).to(self.device, dtype)
+        batch[SEEDS_KEY] = [s.get(protocol.SEED_KEY) for s in samples]
         return batch
+
+    def _request_noise(self, seeds: list[int | None]) -> torch.Tensor:
+        """[B, chunk, noise_dim]: one draw per request, from its own seed when it sent one."""
+        if self.noise_mode == "fixed":
+            return self._noise[None].expand(len(seeds), -1, -1).contiguous()
+        rows = [torch.randn(self.chunk_length, self.noise_dim,
+                            generator=self._rng if s is None else torch.Generator().manual_seed(int(s)))
+                for s in seeds]
+        return torch.stack(rows)
 
     @torch.inference_mode()
     def predict(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """Normalised model actions [B, chunk, A'] (float32 numpy)."""
+        batch = dict(batch)
+        seeds = batch.pop(SEEDS_KEY, None)
         b = next(iter(batch.values())).shape[0]
         if self._sampler is not None:
-            noise = self._noise.to(self.device)[None].expand(b, -1, -1).contiguous()
+            noise = self._request_noise(seeds if seeds is not None else [None] * b).to(self.device)
             out = self._sampler(batch, noise=noise)
         else:   # deterministic per batch only; models should accept `noise`
             torch.manual_seed(self.seed)
@@ -193,7 +215,7 @@ def _build_eval(cfg: dict, source: str, tokenizer_path: str | None,
 
 
 def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str = "cpu",
-                tokenizer_path: str | None = None, seed: int = 0) -> ModelEngine:
+                tokenizer_path: str | None = None, seed: int = 0, noise: str = "fresh") -> ModelEngine:
     from vla.models.loading import load_weights
     from vla.models.lora import has_lora, merge_lora
 
@@ -254,4 +276,4 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
         weights_loaded=report.loaded,
     )
     log.info("loaded %s from %s (%s)", model_type, weights, report.summary())
-    return ModelEngine(model, transforms, denorm, statistics, info, device=device, seed=seed)
+    return ModelEngine(model, transforms, denorm, statistics, info, device=device, seed=seed, noise=noise)

@@ -29,6 +29,7 @@ _DESCRIPTIONS = {
     "observation/wrist_image": "openpi key: wrist camera already rotated 180°",
     "observation/state": "openpi key: eef_pos(3) + axis-angle(3) + gripper qpos(2)",
     protocol.PROMPT_KEY: "task instruction",
+    protocol.SEED_KEY: "optional int seed of the flow-matching noise (absent: fresh noise per request)",
 }
 
 
@@ -41,6 +42,7 @@ LIBERO_INPUT_SPECS: tuple[InputSpec, ...] = (
     *(_spec(k, d, s, False) for k, (d, s) in protocol.SIM_KEYS.items()),
     *(_spec(k, d, s, False) for k, (d, s) in protocol.OPENPI_KEYS.items()),
     _spec(protocol.PROMPT_KEY, "str", (), True),
+    _spec(protocol.SEED_KEY, "int64", (), False),
 )
 
 
@@ -110,7 +112,19 @@ def validate_observation(obs: Any) -> dict[str, Any]:
         raise invalid(protocol.PROMPT_KEY, f"expected a string, got {type(prompt).__name__}")
     if not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
         raise invalid(protocol.PROMPT_KEY, f"must be 1..{MAX_PROMPT_CHARS} characters, got {len(prompt)}")
+    if obs.get(protocol.SEED_KEY) is not None:
+        out[protocol.SEED_KEY] = _seed(obs[protocol.SEED_KEY])
     return out
+
+
+def _seed(value: Any) -> int:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise invalid(protocol.SEED_KEY, f"expected an integer, got {type(value).__name__}")
+    if not 0 <= int(value) <= protocol.MAX_SEED:
+        raise invalid(protocol.SEED_KEY, f"must be in [0, 2**63), got {int(value)}")
+    return int(value)
 
 
 def from_json(obs: Any) -> Any:

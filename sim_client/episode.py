@@ -18,7 +18,7 @@ import numpy as np
 
 from sim_client.contract import PolicyFailure, check_actions, from_server_error, is_infrastructure
 from sim_client.env import NOOP_ACTION, LiberoEnv
-from sim_client.policy import RequestBuilder, timed_infer
+from sim_client.policy import RequestBuilder, request_seed, timed_infer
 from vla.libero import CAMERA_KEYS, rotate_180
 from vla.wire.errors import PolicyError
 
@@ -84,7 +84,7 @@ def run_episode(env: LiberoEnv, policy, builder: RequestBuilder, spec: EpisodeSp
     step = 0
     while step < spec.max_steps:
         if not plan:
-            request = builder.build(obs, prompt)
+            request = builder.build(obs, prompt, seed=request_seed(spec.seed, *spec.key, step))
             try:
                 reply, ms = timed_infer(policy, request)
                 latencies.append(ms)

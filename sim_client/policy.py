@@ -8,6 +8,7 @@ and whether to rotate images (the server's declared `image_orientation`, never a
 from __future__ import annotations
 
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ class RequestBuilder:
         self.resize_size = resize_size
         # The reply length the server declares (0: none, as openpi's); sim_client.contract's minimum.
         self.chunk_length = int(info.chunk_length or 0)
+        self.sends_seed = protocol.SEED_KEY in keys   # only to servers that declare the optional input
         if self.layout == "sim":  # exactly the cameras declared: a state-only server (the expert) gets none
             self.cameras = tuple(k for k in CAMERA_KEYS if k in keys)
         else:
@@ -44,7 +46,7 @@ class RequestBuilder:
     def _image(self, img: np.ndarray) -> np.ndarray:
         return rotate_180(img) if self.rotate else np.ascontiguousarray(img)
 
-    def build(self, obs: dict[str, Any], prompt: str) -> dict[str, Any]:
+    def build(self, obs: dict[str, Any], prompt: str, seed: int | None = None) -> dict[str, Any]:
         if self.layout == "sim":
             req = {k: self._image(obs[k]) for k in self.cameras}
             for k in PROPRIO_KEYS:
@@ -55,7 +57,15 @@ class RequestBuilder:
                 req[OPENPI_CAMERA_KEYS[src]] = resize_with_pad(self._image(obs[src]), self.resize_size)
             req[OPENPI_STATE_KEY] = libero_state(obs)
         req[protocol.PROMPT_KEY] = prompt
+        if seed is not None and self.sends_seed:
+            req[protocol.SEED_KEY] = int(seed)
         return req
+
+
+def request_seed(seed: int, suite: str, task_id: int, trial: int, step: int) -> int:
+    """The noise seed of one query: a function of the episode and the step only, so a rerun (any worker,
+    any shard, resumed or not) sends the same seeds and gets the same chunks."""
+    return zlib.crc32(f"{seed}/{suite}/{task_id}/{trial}/{step}".encode())
 
 
 def resize_with_pad(img: np.ndarray, size: int) -> np.ndarray:

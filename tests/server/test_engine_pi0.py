@@ -84,6 +84,7 @@ def test_pi0_engine_matches_the_model_sampled_with_the_same_noise(pi0_dir):
     engine = load_engine(root)
     assert engine.info().model == "PI0FlowMatching" and engine.info().chunk_length == 10
     obs, _ = sim_obs()
+    obs["seed"] = 1234
     other, _ = sim_obs(seed=11, prompt="turn on the stove and put the moka pot on it")
     got = fx.infer(engine, obs, other)
     assert got[0].shape == (10, 7) and not np.allclose(got[0][:, :6], got[1][:, :6])
@@ -93,9 +94,27 @@ def test_pi0_engine_matches_the_model_sampled_with_the_same_noise(pi0_dir):
     batch = engine.collate([engine.prepare(obs)])
     assert batch["images"].shape == (1, 2, 3, 56, 56) and batch["states"].shape == (1, 8)
     with torch.no_grad():
-        raw = ref.sample_actions(batch, noise=engine._noise[None].clone())[0].numpy()
+        noise = torch.randn(1, 10, engine.noise_dim, generator=torch.Generator().manual_seed(1234))
+        raw = ref.sample_actions({k: v for k, v in batch.items() if k != "_request_seeds"},
+                                 noise=noise)[0].numpy()   # the request's seed gives its noise
     stats = load_statistics(root, "libero_10_no_noops")
     np.testing.assert_allclose(got[0], _denorm_by_hand(raw, stats), rtol=1e-4, atol=1e-4)
+    assert engine.noise_dim == 32   # the flow runs at openpi's padded width, the reply has the data's 7
+    np.testing.assert_allclose(fx.infer(engine, other, obs)[1], got[0], rtol=1e-5, atol=1e-6)
+
+
+def test_fresh_noise_per_request_unless_seeded_or_fixed(pi0_dir):
+    root, _ = pi0_dir
+    obs, _ = sim_obs()
+    engine = load_engine(root)
+    a, b = fx.infer(engine, obs, obs)
+    assert not np.allclose(a, b)                       # openpi draws new noise for every call
+    seeded = dict(obs, seed=5)
+    c, d = fx.infer(engine, seeded, seeded)
+    np.testing.assert_array_equal(c, d)                # the same seed, the same chunk
+    fixed = load_engine(root, noise="fixed")
+    e, f = fx.infer(fixed, obs, dict(obs, seed=9))
+    np.testing.assert_array_equal(e, f)                # --noise fixed: one noise for every request
 
 
 def test_pi0_three_transports_agree(pi0_dir):
@@ -104,6 +123,7 @@ def test_pi0_three_transports_agree(pi0_dir):
     root, _ = pi0_dir
     engine = load_engine(root)
     obs, _ = sim_obs()
+    obs["seed"] = 77   # travels on every transport (gRPC: InferRequest.seed)
     expected = fx.infer(engine, obs)[0]
     server = start_server(engine, batcher=BatcherConfig(max_batch_size=4, max_queue_delay_ms=2))
     try:
@@ -122,9 +142,11 @@ def test_pi0_lora_checkpoint_is_merged(tmp_path, tok):
 
     assert has_lora(model) and not has_lora(engine.model)
     obs, _ = sim_obs()
-    batch = engine.collate([engine.prepare(obs)])
+    batch = engine.collate([engine.prepare(dict(obs, seed=3))])
     with torch.no_grad():
-        expected = model.sample_actions(batch, noise=engine._noise[None].clone())[0].numpy()
+        noise = torch.randn(1, 10, engine.noise_dim, generator=torch.Generator().manual_seed(3))
+        expected = model.sample_actions({k: v for k, v in batch.items() if k != "_request_seeds"},
+                                        noise=noise)[0].numpy()
     np.testing.assert_allclose(engine.predict(batch)[0], expected, rtol=1e-4, atol=1e-4)
 
 
@@ -144,6 +166,7 @@ def test_cli_serves_a_work_dir(pi0_dir):
         c = connect(f"ws://127.0.0.1:{hport}", token="", retries=0, timeout_s=60)
         c.wait_ready(timeout_s=120, poll_s=0.2)
         obs, _ = sim_obs()
+        obs["seed"] = 21
         expected = fx.infer(load_engine(root), obs)[0]
         np.testing.assert_allclose(c.infer(obs)["actions"], expected, rtol=1e-4, atol=1e-4)
         assert c.server_info().model_version.startswith("checkpoint_epoch_1-")
@@ -171,6 +194,7 @@ def test_other_families_serve_and_identical_requests_get_identical_actions(tmp_p
     engine = load_engine(tmp_path / "run")
     assert engine.info().model == cfg["model"]["type"]
     obs, _ = sim_obs()
+    obs["seed"] = 8
     other, _ = sim_obs(seed=5, prompt="pick up the book and place it in the back compartment of the caddy")
     a, b, c = fx.infer(engine, obs, other, obs)
     assert a.shape == (engine.chunk_length, 7) and np.isfinite(a).all()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -46,3 +47,26 @@ def test_libero_observation_and_non_contiguous_arrays():
     got = policy_pb2.InferRequest.FromString(protocol.encode_infer_request(obs, "r1"))
     np.testing.assert_array_equal(protocol.tensor_to_array(got.tensors["agentview_image"]), img[::-1, ::-1])
     assert got.strings["prompt"] == "open it" and got.request_id == "r1"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2 ** 31 + 5, 2 ** 63 - 1])
+def test_request_seed_is_field_4_and_round_trips(seed):
+    obs = {"robot0_eef_pos": np.array([1.0, 2.0, 3.0]), "prompt": "x", "seed": seed}
+    expected = protocol.observation_to_request(obs, policy_pb2.InferRequest, policy_pb2.Tensor, "r")
+    assert expected.HasField("seed") and expected.seed == seed
+    encoded = protocol.encode_infer_request(obs, "r")
+    assert encoded == expected.SerializeToString(deterministic=True)
+    back = protocol.request_to_observation(policy_pb2.InferRequest.FromString(encoded))
+    assert back["seed"] == seed and "seed" not in back.get("strings", {})
+    no_seed = protocol.request_to_observation(policy_pb2.InferRequest.FromString(
+        protocol.encode_infer_request({"prompt": "x"})))
+    assert "seed" not in no_seed
+
+
+@pytest.mark.parametrize("bad", [-1, 2 ** 63, 1.5, "7", True])
+def test_a_bad_seed_is_refused_naming_it(bad):
+    from policy_server.schema import example_observation, validate_observation
+    from vla.wire.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="'seed'"):
+        validate_observation(dict(example_observation(), seed=bad))

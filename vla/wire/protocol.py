@@ -22,7 +22,8 @@ Websocket (same port, path `/`), openpi's protocol
 Authentication: `Authorization: Bearer <token>` or openpi's `Authorization: Api-Key <token>`.
 
 Observation: the simulator's own keys or openpi's LIBERO keys (OBSERVATION_KEYS below) plus
-`prompt`. Reply: `actions` float32 [chunk, action_dim] in the robot's units,
+`prompt`, and optionally `seed` (an int in [0, 2**63)): the seed of the flow-matching noise for this
+request, so a rerun is identical (gRPC: InferRequest.seed; absent, the server draws fresh noise). Reply: `actions` float32 [chunk, action_dim] in the robot's units,
 `server_timing` and `policy_timing` as `{"infer_ms": float}` (openpi's layout) and
 `model_version`.
 """
@@ -71,6 +72,8 @@ OPENPI_KEYS = {
     "observation/state": ("float", (8,)),    # eef_pos(3) + axis-angle(3) + gripper qpos(2)
 }
 PROMPT_KEY = "prompt"
+SEED_KEY = "seed"
+MAX_SEED = 2 ** 63 - 1
 
 
 def bearer_token(header_value: str | None) -> str | None:
@@ -112,13 +115,15 @@ def tensor_to_array(tensor: Any, *, key: str = "tensor") -> np.ndarray:
 
 def observation_to_request(obs: dict[str, Any], request_cls: Any, tensor_cls: Any, request_id: str = "") -> Any:
     """A Python observation dict → proto `InferRequest` (strings apart from arrays)."""
-    tensors, strings = {}, {}
+    tensors, strings, seed = {}, {}, {}
     for key, value in obs.items():
-        if isinstance(value, str):
+        if key == SEED_KEY and value is not None:
+            seed["seed"] = int(value)
+        elif isinstance(value, str):
             strings[key] = value
         else:
             tensors[key] = array_to_tensor(np.asarray(value), tensor_cls)
-    return request_cls(tensors=tensors, strings=strings, request_id=request_id)
+    return request_cls(tensors=tensors, strings=strings, request_id=request_id, **seed)
 
 
 def _varint(value: int) -> bytes:
@@ -145,6 +150,8 @@ def encode_infer_request(obs: dict[str, Any], request_id: str = "") -> bytes:
     that building and serialising the message costs (about 1 ms for a LIBERO observation)."""
     parts: list[bytes | memoryview] = []
     for key, value in obs.items():
+        if key == SEED_KEY:
+            continue   # field 4, after the maps (protobuf writes fields in number order)
         if isinstance(value, str):
             entry = _field(1, key.encode()) + _field(2, value.encode())
             parts += _field(2, b"".join(entry))
@@ -165,10 +172,14 @@ def encode_infer_request(obs: dict[str, Any], request_id: str = "") -> bytes:
         parts += [_varint(1 << 3 | 2), _varint(entry_len), *key_part, *value_head, *tensor]
     if request_id:
         parts += _field(3, request_id.encode())
+    if obs.get(SEED_KEY) is not None:
+        parts += [_varint(4 << 3), _varint(int(obs[SEED_KEY]))]
     return b"".join(parts)
 
 
 def request_to_observation(request: Any) -> dict[str, Any]:
     obs: dict[str, Any] = {k: tensor_to_array(t, key=k) for k, t in request.tensors.items()}
     obs.update(dict(request.strings))
+    if request.HasField("seed"):
+        obs[SEED_KEY] = int(request.seed)
     return obs

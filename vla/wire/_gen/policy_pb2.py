@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avla/policy/v1/policy.proto\x12\rvla.policy.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x8f\x02\n\x0cInferRequest\x12\x39\n\x07tensors\x18\x01 \x03(\x0b\x32(.vla.policy.v1.InferRequest.TensorsEntry\x12\x39\n\x07strings\x18\x02 \x03(\x0b\x32(.vla.policy.v1.InferRequest.StringsEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x1a\x45\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.vla.policy.v1.Tensor:\x02\x38\x01\x1a.\n\x0cStringsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\rInferResponse\x12&\n\x07\x61\x63tions\x18\x01 \x01(\x0b\x32\x15.vla.policy.v1.Tensor\x12\x18\n\x10server_timing_ms\x18\x02 \x01(\x01\x12\x18\n\x10policy_timing_ms\x18\x03 \x01(\x01\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x13\n\x11ServerInfoRequest\"]\n\tInputSpec\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xd4\x01\n\x12ServerInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\t\x12\x14\n\x0c\x63hunk_length\x18\x03 \x01(\x05\x12\x12\n\naction_dim\x18\x04 \x01(\x05\x12(\n\x06inputs\x18\x05 \x03(\x0b\x32\x18.vla.policy.v1.InputSpec\x12\x19\n\x11image_orientation\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x15\n\rmetadata_json\x18\x08 \x01(\t2\xa6\x01\n\rPolicyService\x12\x42\n\x05Infer\x12\x1b.vla.policy.v1.InferRequest\x1a\x1c.vla.policy.v1.InferResponse\x12Q\n\nServerInfo\x12 .vla.policy.v1.ServerInfoRequest\x1a!.vla.policy.v1.ServerInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avla/policy/v1/policy.proto\x12\rvla.policy.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xab\x02\n\x0cInferRequest\x12\x39\n\x07tensors\x18\x01 \x03(\x0b\x32(.vla.policy.v1.InferRequest.TensorsEntry\x12\x39\n\x07strings\x18\x02 \x03(\x0b\x32(.vla.policy.v1.InferRequest.StringsEntry\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x1a\x45\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.vla.policy.v1.Tensor:\x02\x38\x01\x1a.\n\x0cStringsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"\x96\x01\n\rInferResponse\x12&\n\x07\x61\x63tions\x18\x01 \x01(\x0b\x32\x15.vla.policy.v1.Tensor\x12\x18\n\x10server_timing_ms\x18\x02 \x01(\x01\x12\x18\n\x10policy_timing_ms\x18\x03 \x01(\x01\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x13\n\x11ServerInfoRequest\"]\n\tInputSpec\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x10\n\x08required\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xd4\x01\n\x12ServerInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\t\x12\x14\n\x0c\x63hunk_length\x18\x03 \x01(\x05\x12\x12\n\naction_dim\x18\x04 \x01(\x05\x12(\n\x06inputs\x18\x05 \x03(\x0b\x32\x18.vla.policy.v1.InputSpec\x12\x19\n\x11image_orientation\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x15\n\rmetadata_json\x18\x08 \x01(\t2\xa6\x01\n\rPolicyService\x12\x42\n\x05Infer\x12\x1b.vla.policy.v1.InferRequest\x1a\x1c.vla.policy.v1.InferResponse\x12Q\n\nServerInfo\x12 .vla.policy.v1.ServerInfoRequest\x1a!.vla.policy.v1.ServerInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,19 +38,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSOR']._serialized_start=45
   _globals['_TENSOR']._serialized_end=97
   _globals['_INFERREQUEST']._serialized_start=100
-  _globals['_INFERREQUEST']._serialized_end=371
-  _globals['_INFERREQUEST_TENSORSENTRY']._serialized_start=254
-  _globals['_INFERREQUEST_TENSORSENTRY']._serialized_end=323
-  _globals['_INFERREQUEST_STRINGSENTRY']._serialized_start=325
-  _globals['_INFERREQUEST_STRINGSENTRY']._serialized_end=371
-  _globals['_INFERRESPONSE']._serialized_start=374
-  _globals['_INFERRESPONSE']._serialized_end=524
-  _globals['_SERVERINFOREQUEST']._serialized_start=526
-  _globals['_SERVERINFOREQUEST']._serialized_end=545
-  _globals['_INPUTSPEC']._serialized_start=547
-  _globals['_INPUTSPEC']._serialized_end=640
-  _globals['_SERVERINFORESPONSE']._serialized_start=643
-  _globals['_SERVERINFORESPONSE']._serialized_end=855
-  _globals['_POLICYSERVICE']._serialized_start=858
-  _globals['_POLICYSERVICE']._serialized_end=1024
+  _globals['_INFERREQUEST']._serialized_end=399
+  _globals['_INFERREQUEST_TENSORSENTRY']._serialized_start=273
+  _globals['_INFERREQUEST_TENSORSENTRY']._serialized_end=342
+  _globals['_INFERREQUEST_STRINGSENTRY']._serialized_start=344
+  _globals['_INFERREQUEST_STRINGSENTRY']._serialized_end=390
+  _globals['_INFERRESPONSE']._serialized_start=402
+  _globals['_INFERRESPONSE']._serialized_end=552
+  _globals['_SERVERINFOREQUEST']._serialized_start=554
+  _globals['_SERVERINFOREQUEST']._serialized_end=573
+  _globals['_INPUTSPEC']._serialized_start=575
+  _globals['_INPUTSPEC']._serialized_end=668
+  _globals['_SERVERINFORESPONSE']._serialized_start=671
+  _globals['_SERVERINFORESPONSE']._serialized_end=883
+  _globals['_POLICYSERVICE']._serialized_start=886
+  _globals['_POLICYSERVICE']._serialized_end=1052
 # @@protoc_insertion_point(module_scope)
