@@ -88,6 +88,12 @@ class BaseTrainRunner:
                 raise ConfigError(f"{where}.{name} must be >= 1 or None, got {value}")
         if collator is None:
             raise ConfigError(f"{where}.collator is required (FluxVLA's configs use DictCollator)")
+        if enable_mixed_precision_training and mixed_precision_dtype == "fp16":
+            raise ConfigError(f"{where}.mixed_precision_dtype='fp16': fp16 training needs loss scaling (a "
+                              "GradScaler), which this runner does not run; use 'bf16' (the guide's) or 'fp32'")
+        if change_key_name:
+            raise ConfigError(f"{where}.change_key_name=True: checkpoints are written under the model's own key "
+                              "names and read by name_mapping; renaming on save is not supported (use False)")
         self.cfg = config if isinstance(config, Config) else Config(dict(config))
         self.where = where
         self.work_dir = Path(work_dir)
@@ -103,7 +109,9 @@ class BaseTrainRunner:
         self.max_steps = None if max_steps is None else int(max_steps)
         self.collator_cfg = collator
         self.metric_cfg = dict(metric or dict(type="VLAMetric", active_trackers=("jsonl",)))
-        self.tokenizer_cfg = tokenizer  # FluxVLA's configs list it; the dataset transforms carry their own
+        self.tokenizer_cfg = tokenizer  # FluxVLA's configs list it
+        if tokenizer is not None:  # the transforms carry their own; built here so a bad path fails at once
+            self.tokenizer = build(tokenizer, source=getattr(config, "filename", None), path="runner.tokenizer")
         self.enable_gradient_checkpointing = bool(enable_gradient_checkpointing)
         self.mixed_precision = bool(enable_mixed_precision_training)
         self.mixed_dtype = MIXED_DTYPES[mixed_precision_dtype]

@@ -44,16 +44,9 @@ def test_window_start_idx_skips_rows_without_a_next_action(synthetic_root):
     np.testing.assert_array_equal(first_of_ep1["actions"], _episode_actions(1)[1:4])
 
 
-def test_use_delta_differences_consecutive_rows(synthetic_root):
-    ds = ParquetDataset(synthetic_root, action_window_size=3, window_start_idx=0, use_delta=True)
-    actions = _episode_actions(2)
-    start = sum(LENGTHS[:2])
-    first = ds.raw_sample(start)  # row 0 has no previous row: delta 0
-    np.testing.assert_allclose(first["actions"][0], 0.0)
-    np.testing.assert_allclose(first["actions"][1:], actions[1:3] - actions[0:2], rtol=1e-6)
-    mid = ds.raw_sample(start + 2)
-    np.testing.assert_allclose(mid["actions"][:2], actions[2:4] - actions[1:3], rtol=1e-6)
-    assert mid["action_masks"].tolist() == [1.0, 1.0, 1.0][:LENGTHS[2] - 2] + [0.0] * (3 - (LENGTHS[2] - 2))
+def test_use_delta_is_refused_with_the_reason(synthetic_root):
+    with pytest.raises(ValueError, match="use_delta=True is not supported end to end.*statistics"):
+        ParquetDataset(synthetic_root, action_window_size=3, window_start_idx=0, use_delta=True)
 
 
 def test_observation_state_as_action_key(synthetic_root):

@@ -54,6 +54,10 @@ def test_without_batch_size_the_global_batch_follows_accumulation(tmp_path):
     ({"sampler": {"type": "DistributedSampler"}}, r"runner.sampler: only None"),
     ({"max_epochs": 0}, r"runner.max_epochs must be >= 1"),
     ({"save_step_interval": 0}, r"runner.save_step_interval must be >= 1"),
+    ({"enable_mixed_precision_training": True, "mixed_precision_dtype": "fp16"}, r"fp16 training needs loss scaling"),
+    ({"change_key_name": True}, r"runner.change_key_name=True: .*not supported"),
+    ({"tokenizer": {"type": "PretrainedTokenizer", "model_path": "/nonexistent/tok"}},
+     r"runner.tokenizer.*/nonexistent/tok"),
 ])
 def test_bad_runner_parameters_name_the_key(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -66,8 +70,11 @@ def test_unknown_runner_parameter_suggests_the_name(tmp_path):
 
 
 def test_seed_runner_parameters_are_accepted_by_both_runners(tmp_path):
+    from vla.data.tiny_tokenizer import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer(tmp_path / "eagle2_hg_model")  # the runner builds it: a bad path fails
     seed = dict(max_epochs=24, learning_rate=2e-5, weight_decay=0.0, max_grad_norm=1.0, sampler=None,
-                tokenizer=dict(type="PretrainedTokenizer", model_path="/path/to/models/eagle2_hg_model"),
+                tokenizer=dict(type="PretrainedTokenizer", model_path=str(tok)),
                 metric=dict(type="VLAMetric", active_trackers=("jsonl", "wandb"), run_dir="work_dirs",
                             wandb_project="FluxVLA", wandb_entity="limx", grad_accumulation_steps=1, window_size=1),
                 lr_scheduler_type="constant", warmup_ratio=0.0, enable_gradient_checkpointing=True,

@@ -3,7 +3,7 @@
 Sample i is one frame. Before the transforms it holds that row's parquet columns and:
 
     actions        float32 [action_window_size, A]  rows t + window_start_idx, ... of `action_key`
-                   (with `use_delta`, each minus the previous row; the episode's first row has delta 0)
+                   (`use_delta=True` is refused: nothing downstream turns deltas back into actions)
     action_masks   float32 [action_window_size]     0 for steps past the episode end, which repeat
                    the last action
     task_description, data_root, frame_source(video_key) -> uint8 H×W×3 at this row's timestamp
@@ -52,7 +52,11 @@ class ParquetDataset(Dataset):
                                    f"it has {sorted(reader.column_features)}")
         self.chunk_length = int(action_window_size)   # FluxVLA's config name for the chunk length
         self.action_key = action_key
-        self.use_delta = bool(use_delta)
+        if use_delta:
+            raise ValueError("ParquetDataset.use_delta=True is not supported end to end: the statistics are computed "
+                             "on absolute actions and the server does not integrate a chunk of deltas back into "
+                             "absolute actions from the observed state; use use_delta=False (the seeds')")
+        self.use_delta = False
         self.statistic_name = statistic_name
         self.window_start_idx = int(window_start_idx)
         self.transforms = [build(t) if isinstance(t, dict) else t for t in transforms]
@@ -99,9 +103,6 @@ class ParquetDataset(Dataset):
         valid = rows < length
         rows = np.minimum(rows, length - 1)  # past the end: repeat the last action
         window = actions[rows].astype(np.float32)
-        if self.use_delta:
-            prev = actions[np.maximum(rows - 1, 0)].astype(np.float32)
-            window = window - prev
         return window, valid.astype(np.float32)
 
     def raw_sample(self, index: int) -> dict[str, Any]:
