@@ -255,6 +255,10 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
     model.eval().to(device)
     transforms, denorm = _build_eval(cfg, str(cfg_path), tokenizer_path, run.prompt)
     bind_statistics([*transforms, denorm], statistics, state_dim=getattr(model, "state_dim", None))
+    tokens = getattr(model, "tokens_per_image", None)
+    for t in transforms:
+        if hasattr(t, "bind_model") and tokens is not None:
+            t.bind_model(tokens_per_image=tokens)
     digest = hashlib.sha256()
     digest.update(stats_path.read_bytes())
     st = weights.stat()

@@ -45,6 +45,15 @@ from trainer.state import rng_state, seed_everything, set_rng_state
 
 PRETRAINED_REPORT_FILENAME = "pretrained_load_report.json"
 
+
+def bind_to_model(dataset: Any, model: nn.Module) -> None:
+    """Give the data transforms what only the model knows (the vision tokens per image)."""
+    tokens = getattr(model, "tokens_per_image", None)
+    for part in getattr(dataset, "datasets", [dataset]):
+        for transform in getattr(part, "transforms", []):
+            if hasattr(transform, "bind_model") and tokens is not None:
+                transform.bind_model(tokens_per_image=tokens)
+
 log = logging.getLogger(__name__)
 
 MIXED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -317,6 +326,7 @@ class BaseTrainRunner:
             total_steps = min(total_steps, self.max_steps)
 
         model = self.build_model()
+        bind_to_model(dataset, model)
         model = self.wrap(model)
         optimizer = self.build_optimizer(model)
         scheduler = build_scheduler(optimizer, self.lr_scheduler_type, total_steps, self.warmup_ratio)

@@ -1,7 +1,7 @@
 # GR00T-N1.5-3B full fine-tune on LIBERO-10, as in FluxVLA's LIBERO guide.
 # Additions to the guide's text, each needed by the released model:
-#   - ProcessPromptsWithImage.tokens_per_image=256: GR00T-N1.5's Eagle has no pixel shuffle, so a
-#     224x224 image at patch 14 gives 16x16 = 256 vision tokens (the placeholders the prompt must hold).
+#   (ProcessPromptsWithImage writes no tokens_per_image, as the guide: the trainer and the server take it
+#    from the model, 256 for GR00T-N1.5's Eagle at 224x224: patch 14, no pixel shuffle.)
 #   - FlowMatchingHead.max_state_dim=64 / max_action_dim=32: the widths the released head computes at.
 # The FlowMatchingHead's DiT/adapter sizes default to the GR00T-N1.5-3B release (16 DiT blocks,
 # 32 heads x 48; 4-block VL self-attention); `num_layers` / `num_heads` are kept as the guide writes them.
@@ -72,7 +72,6 @@ train_dataloader = dict(
                     type='ProcessPromptsWithImage',
                     max_len=600,
                     num_images=2,
-                    tokens_per_image=256,
                     tokenizer=dict(
                         type='PretrainedTokenizer',
                         model_path='/path/to/models/eagle2_hg_model',
@@ -128,7 +127,6 @@ eval = dict(
                 type='ProcessPromptsWithImage',
                 max_len=600,
                 num_images=2,
-                tokens_per_image=256,
                 tokenizer=dict(
                     type='PretrainedTokenizer',
                     model_path='/path/to/models/eagle2_hg_model',

@@ -35,7 +35,7 @@ train_dataloader = dict(
                      video_keys=['observation.images.image', 'observation.images.wrist_image'],
                      name_mappings={'observation.state': ['states'], 'actions': ['actions']}),
                 dict(type='ParquetPrompter'),
-                dict(type='ProcessPromptsWithImage', max_len=600, num_images=2,
+                dict(type='ProcessPromptsWithImage', max_len=600, num_images=2, tokens_per_image=64,  # no model here
                      tokenizer=dict(type='PretrainedTokenizer', model_path='/path/to/models/eagle2_hg_model')),
                 dict(type='ResizeImages', height=224, width=224),
                 dict(type='NormalizeImages',

@@ -73,3 +73,32 @@ def test_lora_checkpoint_merges_for_serving(tiny_cfg, tiny_batch):
     assert not has_lora(served)
     torch.testing.assert_close(served.eval().predict_action(tiny_batch, noise=noise), want, rtol=1e-4, atol=1e-5)
     assert set(served.state_dict()) == set(build(tiny_cfg.model).state_dict())
+
+
+def test_image_token_count_comes_from_the_model(tiny_cfg):
+    """The guide's GR00T transforms write no tokens_per_image: the trainer and the server bind the model's."""
+    from vla.config import build as build_cfg
+    from vla.data.transforms import ProcessPromptsWithImage
+    from trainer.runners import bind_to_model
+
+    model = build_cfg(tiny_cfg["model"])
+    tok = dict(tiny_cfg.runner["tokenizer"])
+    t = ProcessPromptsWithImage(tokenizer=tok, max_len=48, num_images=2)
+    with pytest.raises(ValueError, match="tokens_per_image is not known yet"):
+        t({"prompt": "pick it up"})
+
+    class Part:
+        transforms = [t]
+
+    class Whole:
+        datasets = [Part()]
+
+    bind_to_model(Whole(), model)
+    out = t({"prompt": "pick it up"})
+    image_token = model.vlm_backbone.image_token_index
+    assert model.tokens_per_image == 4
+    assert int((out["lang_tokens"] == image_token).sum()) == 2 * model.tokens_per_image
+    wrong = ProcessPromptsWithImage(tokenizer=tok, max_len=48, num_images=2,
+                                    tokens_per_image=model.tokens_per_image + 1)
+    with pytest.raises(ValueError, match=f"write tokens_per_image={model.tokens_per_image}"):
+        wrong.bind_model(tokens_per_image=model.tokens_per_image)

@@ -164,8 +164,12 @@ def test_bad_pi05_config_is_named():
     from vla.config import ConfigError
 
     cfg = tiny_pi05_cfg()
-    cfg["action_time_mlp_in"] = dict(type="LinearProjector", in_dim=2 * W, out_dim=W)  # π0's concat MLP
-    with pytest.raises(ConfigError, match="action_time_mlp_in"):
+    cfg["action_time_mlp_in"] = dict(type="LinearProjector", in_dim=2 * W, out_dim=W)  # the guide's (π0's) block
+    with pytest.raises(ConfigError, match=rf"write action_time_mlp_in=dict\(type='LinearProjector', in_dim={W}, "
+                                          rf"out_dim={W}\)"):
+        build(cfg)
+    cfg = tiny_pi05_cfg(name_mapping={"action_time_mlp_in.projector": "model.action_time_mlp_in"})
+    with pytest.raises(ConfigError, match="write 'action_time_mlp_in.projector': 'model.time_mlp_in'"):
         build(cfg)
     cfg = tiny_pi05_cfg()
     del cfg["state_proj"]

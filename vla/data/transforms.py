@@ -99,19 +99,40 @@ class ProcessPrompts:
 class ProcessPromptsWithImage:
     """Like ProcessPrompts, with `num_images` × `tokens_per_image` image placeholder tokens before the
     text; the model puts its vision features there. `image_token` defaults to the first of
-    `<IMG_CONTEXT>` / `<image>` the tokenizer knows."""
+    `<IMG_CONTEXT>` / `<image>` the tokenizer knows. `tokens_per_image` left unset (the guide's config) is
+    taken from the model: the trainer and the server call `bind_model(tokens_per_image=model.tokens_per_image)`;
+    a value that is set must equal the model's."""
 
-    def __init__(self, tokenizer: Any, max_len: int = 180, num_images: int = 2, tokens_per_image: int = 64,
+    def __init__(self, tokenizer: Any, max_len: int = 180, num_images: int = 2, tokens_per_image: int | None = None,
                  image_token: str | None = None):
         self.tokenizer = _tokenizer(tokenizer)
         self.max_len = int(max_len)
         self.num_images = int(num_images)
-        self.encode = ImagePromptTokenizer(self.tokenizer, self.max_len, self.num_images, int(tokens_per_image),
-                                           image_token)
+        self.image_token = image_token
+        self.tokens_per_image = None if tokens_per_image is None else int(tokens_per_image)
+        self.encode = None if tokens_per_image is None else self._encoder()
+
+    def _encoder(self) -> ImagePromptTokenizer:
+        return ImagePromptTokenizer(self.tokenizer, self.max_len, self.num_images, self.tokens_per_image,
+                                    self.image_token)
+
+    def bind_model(self, tokens_per_image: int) -> None:
+        """Take the image-token count from the model (`tokens_per_image` of its vision backbone)."""
+        if self.tokens_per_image is not None and self.tokens_per_image != int(tokens_per_image):
+            raise ValueError(f"ProcessPromptsWithImage.tokens_per_image={self.tokens_per_image} but the model makes "
+                             f"{tokens_per_image} vision tokens per image; write tokens_per_image="
+                             f"{tokens_per_image} or leave it out (it is taken from the model)")
+        if self.encode is None:
+            self.tokens_per_image = int(tokens_per_image)
+            self.encode = self._encoder()
 
     settings = ProcessPrompts.settings
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.encode is None:
+            raise ValueError("ProcessPromptsWithImage: tokens_per_image is not known yet: it is taken from the "
+                             "model when the trainer or server binds it; outside them write tokens_per_image=N "
+                             "(GR00T-N1.5's Eagle at 224x224: 256)")
         prompt = require(data, "prompt", "ProcessPromptsWithImage")
         data["lang_tokens"], data["lang_masks"] = self.encode(prompt)
         return data

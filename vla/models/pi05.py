@@ -48,6 +48,27 @@ def discretize_state(state: torch.Tensor, num_bins: int) -> torch.Tensor:
     return (torch.bucketize(state.float().clamp(-1.0, 1.0), edges, right=True) - 1).clamp(0, num_bins - 1)
 
 
+def _check_guide_block(kwargs: dict) -> None:
+    """The guide's π0.5 block is π0's (a 2·width concat MLP, π0's checkpoint names): say what π0.5 needs."""
+    width = int(kwargs.get("proj_width", 1024))
+    mlp_in = kwargs.get("action_time_mlp_in")
+    in_dim = mlp_in.get("in_dim") if isinstance(mlp_in, dict) else getattr(mlp_in, "in_dim", None)
+    if in_dim is not None and int(in_dim) == 2 * width:
+        raise ValueError(
+            f"action_time_mlp_in in_dim={in_dim} is π0's action+time concat MLP; π0.5 feeds time alone to an MLP "
+            f"whose output conditions the expert's adaptive RMSNorms, so write "
+            f"action_time_mlp_in=dict(type='LinearProjector', in_dim={width}, out_dim={width}) "
+            f"(openpi's time_mlp_in)")
+    mapping = kwargs.get("name_mapping") or {}
+    for ours, openpi in (("action_time_mlp_in.projector", "time_mlp_in"),
+                         ("action_time_mlp_out.projector", "time_mlp_out")):
+        theirs = str(mapping.get(ours, ""))
+        if theirs.endswith("action_" + openpi):
+            fixed = theirs[: -len("action_" + openpi)] + openpi
+            raise ValueError(f"name_mapping[{ours!r}]={theirs!r}: openpi's π0.5 checkpoints name it {openpi!r}; "
+                             f"write {ours!r}: {fixed!r}")
+
+
 @register
 class PI05FlowMatching(PI0FlowMatching):
     def __init__(self, *args: Any, state_dim: int | None = None, num_state_bins: int = 256,
@@ -58,6 +79,7 @@ class PI05FlowMatching(PI0FlowMatching):
             state_dim = state_proj.in_dim
         if state_dim is None:
             raise ValueError("PI05FlowMatching needs state_dim (or a state_proj whose in_dim is the state size)")
+        _check_guide_block(kwargs)
         self._pending_state = (int(num_state_bins), state_token_offset)
         super().__init__(*args, state_dim=state_dim, **kwargs)
 

@@ -84,6 +84,7 @@ class LlavaVLA(nn.Module):
         self.action_dim, self.state_dim = vla_head.action_dim, vla_head.state_dim
         self.max_action_dim, self.max_state_dim = vla_head.max_action_dim, vla_head.max_state_dim
         self.chunk_length = vla_head.chunk_length
+        self.tokens_per_image = vlm_backbone.tokens_per_image  # the prompt transforms take it from here
 
         projectors = self.projector_prefixes()
         if use_lora:
