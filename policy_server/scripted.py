@@ -125,6 +125,14 @@ class ReplayPolicy(ScriptedPolicy):
         return super().info().replace(
             replay_sequences={k: len(v) for k, v in sorted(self.sequences.items())[:100]})
 
+    def warmup_observation(self) -> dict[str, Any]:
+        """A LIBERO-size observation whose prompt names a recorded sequence (warm-up runs the real
+        request path, and a replay server without a '*' default answers only prompts it knows)."""
+        obs = super().warmup_observation()
+        if "*" not in self.sequences:
+            obs[protocol.PROMPT_KEY] = sorted(self.sequences)[0]
+        return obs
+
     def chunk_for(self, obs: dict[str, Any]) -> np.ndarray:
         key = obs.get("replay_key")
         if key is not None and not isinstance(key, str):

@@ -57,8 +57,8 @@ class _ReplayBuilder:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._builder, name)
 
-    def build(self, obs: dict[str, Any], prompt: str) -> dict[str, Any]:
-        request = self._builder.build(obs, prompt)
+    def build(self, obs: dict[str, Any], prompt: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        request = self._builder.build(obs, prompt, *args, **kwargs)
         request["replay_step"] = self._position["step"]
         request["replay_key"] = self._key
         return request
