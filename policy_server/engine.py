@@ -19,7 +19,6 @@ request the same seeded noise (the earlier behaviour).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import re
@@ -36,6 +35,7 @@ from vla.data.binding import bind_statistics
 from vla.data.errors import TransformError
 from vla.errors import VLAError
 from vla.io import read_json
+from vla.models.base import VLAModel
 from vla.normalize import STATISTICS_FILENAME, DatasetStatistics, load_statistics
 from vla.run_info import PromptSettings, RunInfo, RunInfoError, read_run_info
 from vla.wire import protocol
@@ -116,15 +116,8 @@ class ModelEngine(BasePolicy):
         self.seed = int(seed)
         self.chunk_length = int(model.chunk_length)
         self.model_action_dim = int(model.action_dim)
-        # The contract's predict_action if it takes the start noise (GR00T), else sample_actions (π0/π0.5).
-        self._sampler = None
-        for name in ("predict_action", "sample_actions"):
-            fn = getattr(model, name, None)
-            if fn is not None and "noise" in inspect.signature(fn).parameters:
-                self._sampler = fn
-                break
         # The flow runs at the model-internal width (openpi / GR00T pad actions to 32); the output is the data's.
-        self.noise_dim = int(getattr(model, "max_action_dim", self.model_action_dim))
+        self.noise_dim = int(model.noise_dim)
         if noise not in NOISE_MODES:
             raise EngineError(f"noise={noise!r}: expected one of {', '.join(NOISE_MODES)}")
         self.noise_mode = noise
@@ -168,12 +161,8 @@ class ModelEngine(BasePolicy):
         batch = dict(batch)
         seeds = batch.pop(SEEDS_KEY, None)
         b = next(iter(batch.values())).shape[0]
-        if self._sampler is not None:
-            noise = self._request_noise(seeds if seeds is not None else [None] * b).to(self.device)
-            out = self._sampler(batch, noise=noise)
-        else:   # deterministic per batch only; models should accept `noise`
-            torch.manual_seed(self.seed)
-            out = self.model.predict_action(batch)
+        noise = self._request_noise(seeds if seeds is not None else [None] * b).to(self.device)
+        out = self.model.predict_action(batch, noise=noise)
         return out.float().cpu().numpy()
 
     def infer_batch(self, samples: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
@@ -246,19 +235,23 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
         model = build(model_cfg, source=str(cfg_path), path="model")
     except ConfigError as exc:
         raise EngineError(str(exc)) from None
-    for attr in ("chunk_length", "action_dim"):
-        if not hasattr(model, attr):
-            raise EngineError(f"{cfg_path}: model {type(model).__name__} has no {attr!r} (model contract)")
+    if not isinstance(model, VLAModel):
+        raise EngineError(f"{cfg_path}: model {type(model).__name__} is not a vla.models.base.VLAModel "
+                          "(the model contract)")
     report = load_weights(model, str(weights), strict=True)
     if has_lora(model):
         merge_lora(model)
     model.eval().to(device)
     transforms, denorm = _build_eval(cfg, str(cfg_path), tokenizer_path, run.prompt)
+<<<<<<< HEAD
     bind_statistics([*transforms, denorm], statistics, state_dim=getattr(model, "state_dim", None))
     tokens = getattr(model, "tokens_per_image", None)
     for t in transforms:
         if hasattr(t, "bind_model") and tokens is not None:
             t.bind_model(tokens_per_image=tokens)
+=======
+    bind_statistics([*transforms, denorm], statistics, state_dim=model.state_dim)
+>>>>>>> e076333 (vla/models/base.py: one typed model contract (VLAModel); the engine calls predict_action(batch, noise=...))
     digest = hashlib.sha256()
     digest.update(stats_path.read_bytes())
     st = weights.stat()
@@ -274,7 +267,7 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
         model_version=f"{weights.stem}-{digest.hexdigest()[:12]}",
         statistic_name=statistic_name,
         work_dir=str(work_dir),
-        state_dim=getattr(model, "state_dim", None),
+        state_dim=model.state_dim,
         model_action_dim=int(model.action_dim),
         gripper_convention=getattr(denorm, "convention", None),
         weights_loaded=report.loaded,

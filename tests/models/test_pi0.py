@@ -24,7 +24,7 @@ def _overfit(model, batch, steps: int, lr: float, chunk: int = CHUNK) -> tuple[f
     t = torch.tensor([0.3, 0.7])
     losses = []
     for _ in range(steps):
-        loss = model(batch, noise=noise, time=t)["loss"]
+        loss = model(dict(batch, noise=noise, time=t))["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -136,12 +136,12 @@ def test_masked_action_dims_do_not_count():
     model = build(tiny_pi0_cfg())
     batch = make_batch()
     noise, t = torch.randn(2, CHUNK, ACTION_DIM), torch.tensor([0.5, 0.5])
-    loss = model(batch, noise=noise, time=t)["loss"]
+    loss = model(dict(batch, noise=noise, time=t))["loss"]
     batch["actions"][..., ACTION_DIM:] = 100.0  # padded dims beyond the model's action_dim
     batch["actions"][1, -1] = torch.where(batch["action_masks"][1, -1], batch["actions"][1, -1], 100.0)
-    assert torch.equal(model(batch, noise=noise, time=t)["loss"], loss)
+    assert torch.equal(model(dict(batch, noise=noise, time=t))["loss"], loss)
     batch["action_masks"][0, 0] = False  # a step past the episode end
-    assert not torch.equal(model(batch, noise=noise, time=t)["loss"], loss)
+    assert not torch.equal(model(dict(batch, noise=noise, time=t))["loss"], loss)
 
 
 def test_bad_config_and_input_are_named():
@@ -196,7 +196,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(monkeypatch):
     ckpt.gradient_checkpointing_enable()
     batch, noise, t = make_batch(), torch.randn(2, CHUNK, ACTION_DIM), torch.tensor([0.4, 0.6])
     for model in (plain, ckpt):
-        model(batch, noise=noise, time=t)["loss"].backward()
+        model(dict(batch, noise=noise, time=t))["loss"].backward()
     assert len(calls) >= 2  # both shared-attention layer pairs were checkpointed
     grads = dict(plain.named_parameters())
     for name, p in ckpt.named_parameters():

@@ -1,4 +1,4 @@
-"""FSDP2 over π0's `fsdp_units()` (vision tower + every layer MLP, then the root) gives the same loss and
+"""FSDP2 over π0's blocks (trainer/parallelize.py: vision tower + every layer MLP, then the root) gives the same loss and
 gradients as the plain model, every trainable weight gets a gradient, and `sample_actions` works once
 registered as an FSDP forward method."""
 from __future__ import annotations
@@ -19,12 +19,14 @@ SCRIPT = textwrap.dedent("""
     torch.manual_seed(0)
     model, ref = build(tiny_pi0_cfg()), build(tiny_pi0_cfg())
     ref.load_state_dict(model.state_dict())
-    for unit in model.fsdp_units():
+    from trainer.parallelize import fsdp_blocks
+    model.weight_caching = False   # what apply_fsdp does: FSDP refills parameter storage in place
+    for unit in fsdp_blocks(model):
         fully_shard(unit)
     fully_shard(model)
     register_fsdp_forward_method(model, "sample_actions")
     batch, noise, t = make_batch(), torch.randn(2, 4, 7), torch.tensor([0.3, 0.6])
-    loss, ref_loss = model(batch, noise=noise, time=t)["loss"], ref(batch, noise=noise, time=t)["loss"]
+    loss, ref_loss = model(dict(batch, noise=noise, time=t))["loss"], ref(dict(batch, noise=noise, time=t))["loss"]
     loss.backward(); ref_loss.backward()
     assert torch.allclose(loss, ref_loss), (loss, ref_loss)
     worst = 0.0

@@ -93,8 +93,8 @@ def test_training_velocity_and_loss_match_transformers_pi0():
     noise, t = torch.randn(2, CHUNK, ACTION_DIM, generator=g), torch.tensor([0.3, 0.8])
     with torch.no_grad():
         expected = ref(noise=noise, timestep=t, actions=actions, **transformers_inputs(batch))
-        got = ours(dict(batch, actions=actions, action_masks=batch["action_masks"][..., :ACTION_DIM]),
-                   noise=noise, time=t)
+        got = ours(dict(batch, actions=actions, action_masks=batch["action_masks"][..., :ACTION_DIM],
+                        noise=noise, time=t))
     torch.testing.assert_close(got["loss"], expected.loss, atol=1e-4, rtol=1e-4)
 
 

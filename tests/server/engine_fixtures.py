@@ -11,6 +11,7 @@ from torch import nn
 from vla import checkpoint as ckpt
 from vla.config import register
 from vla.io import atomic_write_text
+from vla.models.base import VLAModel
 from vla.normalize import DatasetStatistics, FeatureStats, save_statistics
 
 STAT_NAME = "libero_10_no_noops"
@@ -21,7 +22,7 @@ STDS = [[58.3, 57.0, 57.3], [50.0, 40.0, 30.0]]
 
 
 @register
-class ServerTestModel(nn.Module):
+class ServerTestModel(VLAModel):
     """Pools images, prompt tokens and state into actions [B, chunk, action_dim] (normalised units)."""
 
     def __init__(self, state_dim: int = 10, action_dim: int = 8, chunk_length: int = 4, vocab: int = 1024,
@@ -41,16 +42,12 @@ class ServerTestModel(nn.Module):
         pred = self.predict_action(batch)
         return {"loss": ((pred - batch["actions"][..., :self.action_dim]) ** 2).mean()}
 
-    def predict_action(self, batch) -> torch.Tensor:
+    def predict_action(self, batch, *, noise=None) -> torch.Tensor:   # deterministic: no noise to use
         img = batch["images"].mean(dim=(-1, -2)).flatten(1)
         m = batch["lang_masks"].float()
         tok = (self.tok(batch["lang_tokens"]) * m[..., None]).sum(1) / m.sum(1, keepdim=True)
         h = torch.tanh(self.img(img) + tok + self.state(batch["states"]))
         return self.head(h).view(-1, self.chunk_length, self.action_dim)
-
-    def load_pretrained(self):
-        return None
-
 
 def random_statistics(seed: int, gripper_min: float = -1.0) -> DatasetStatistics:
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""A small policy obeying the model contract (COMMON: forward -> {"loss"}, predict_action, dims),
+"""A small policy obeying the model contract (vla/models/base.py: forward -> {"loss"}, predict_action, dims),
 registered for the trainer tests until the real tiny models land. Cheap on 2 CPU cores."""
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla.config import register
+from vla.models.base import VLAModel
 from vla.models.loading import load_weights
 
 
 @register
-class TrainerTestPolicy(nn.Module):
+class TrainerTestPolicy(VLAModel):
     """Images, prompt tokens and state -> an action chunk; MSE on the valid action entries.
 
     `noise=True` adds Gaussian noise to the hidden state from the global torch RNG, as
@@ -66,5 +67,5 @@ class TrainerTestPolicy(nn.Module):
         return {"loss": loss}
 
     @torch.no_grad()
-    def predict_action(self, batch) -> torch.Tensor:
+    def predict_action(self, batch, *, noise=None) -> torch.Tensor:   # its noise (if any) is internal
         return self._features(batch)

@@ -4,9 +4,10 @@
                     action_out_proj, action_time_mlp_in, action_time_mlp_out, freeze_vlm_backbone=False,
                     freeze_llm_expert=False, use_lora=False, lora_rank=32, lora_dropout=0.0,
                     lora_target_modules=None, pretrained_name_or_path=None, name_mapping=None, ...)
-      forward(batch, noise=None, time=None) -> {"loss", "mse"}      flow-matching loss on the action chunk
+      forward(batch) -> {"loss", "mse"}      flow-matching loss on the action chunk (batch `noise`/`time` optional)
       sample_actions(batch, num_steps=None, noise=None) -> [B, n_action_steps, action_dim]
-      predict_action(batch) -> sample_actions with `num_inference_steps`
+      predict_action(batch, *, noise=None) -> sample_actions with `num_inference_steps`
+    (the model contract: vla/models/base.py)
       load_pretrained() -> LoadReport | None
 
 The two stacks share attention layer by layer: at layer l each stream applies its own norms and q/k/v
@@ -38,6 +39,7 @@ from vla.models.lora import apply_lora, freeze
 from vla.models.paligemma import GemmaLLMBackbone, PaliGemma  # noqa: F401  (registers both)
 from vla.models.projector import LinearProjector  # noqa: F401  (registers it)
 from vla.models.siglip_ops import SiglipInference
+from vla.models.base import VLAModel, need
 
 PROJECTOR_NAMES = ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")
 
@@ -77,14 +79,6 @@ def _mlp_block(ops, h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
     return residual(h, ops.mlp(x), gate)
 
 
-def _fsdp_managed(model: nn.Module) -> bool:
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # a torch without FSDP2
-        return False
-    return isinstance(model, FSDPModule)
-
-
 BATCH_KEYS = ("images", "img_masks", "lang_tokens", "lang_masks", "states")
 
 # `name_mapping` for weights in the layout of transformers' `PI0ForConditionalGeneration`
@@ -103,10 +97,7 @@ TRANSFORMERS_PI0_NAME_MAPPING = {
 
 
 def _need(batch: Mapping[str, Any], key: str, model: str) -> torch.Tensor:
-    if key not in batch:
-        raise ValueError(f"{model}: the batch has no {key!r} (it needs {', '.join(BATCH_KEYS)}; "
-                         f"got {', '.join(sorted(batch))})")
-    return batch[key]
+    return need(batch, key, model)
 
 
 def _as_module(value: Any, name: str) -> nn.Module:
@@ -114,7 +105,7 @@ def _as_module(value: Any, name: str) -> nn.Module:
 
 
 @register
-class PI0FlowMatching(nn.Module):
+class PI0FlowMatching(VLAModel):
     def __init__(self, vlm_backbone: Any, llm_expert: Any, proj_width: int = 1024, n_action_steps: int = 50,
                  state_proj: Any = None, action_in_proj: Any = None, action_out_proj: Any = None,
                  action_time_mlp_in: Any = None, action_time_mlp_out: Any = None,
@@ -229,12 +220,13 @@ class PI0FlowMatching(nn.Module):
         return {"state_proj": (None, w), "action_in_proj": (None, w), "action_out_proj": (w, self.max_action_dim),
                 "action_time_mlp_in": (2 * w, w), "action_time_mlp_out": (w, w)}
 
-    def fsdp_units(self) -> list[nn.Module]:
-        """Modules FSDP may shard on their own: ones whose forward runs as a call. The shared-attention
-        loop calls each decoder layer's parts rather than the layer, so a layer's MLP is the unit there
-        (most of its weights); attention weights and norms stay with the root."""
+    @property
+    def block_types(self) -> tuple[type[nn.Module], ...]:
+        """The blocks FSDP may shard on their own (trainer/parallelize.py): modules whose forward runs
+        as a call. The shared-attention loop calls each decoder layer's parts rather than the layer, so a
+        layer's MLP is the block there (most of its weights); attention weights and norms stay with the root."""
         vlm, exp = self._stacks()
-        return [self.vlm_backbone.vlm.model.vision_tower] + [layer.mlp for layer in (*vlm.layers, *exp.layers)]
+        return (type(self.vlm_backbone.vlm.model.vision_tower), type(vlm.layers[0].mlp), type(exp.layers[0].mlp))
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute each shared-attention layer pair (and SigLIP's layers) in backward instead of storing
@@ -338,14 +330,14 @@ class PI0FlowMatching(nn.Module):
         """Per-layer ops (+ final norm) for sampling. Cached: rebuilt when a weight is updated in place
         (`_version`, e.g. an optimizer step or load_state_dict), after `.to()`, or after merge_lora."""
         module = self._stacks()[0 if stack == "vlm" else 1]
-        if _fsdp_managed(self):  # FSDP refills gathered weights in place: never cache, call the modules
+        if not self.weight_caching:  # parameter storage managed elsewhere (FSDP): never cache, call the modules
             return [layer_ops(layer, fast=False) for layer in module.layers], final_norm(module.norm, fast=False)
         return self._cached(stack, module, lambda: ([layer_ops(layer) for layer in module.layers],
                                                     final_norm(module.norm)))
 
     def _inference_vision(self):
         """SiglipInference for the vision tower (+ None if it cannot run functionally), cached like the layers."""
-        if _fsdp_managed(self) or type(self.vlm_backbone.vlm.model.multi_modal_projector.linear) is not nn.Linear:
+        if not self.weight_caching or type(self.vlm_backbone.vlm.model.multi_modal_projector.linear) is not nn.Linear:
             return None
         tower = self.vlm_backbone.vlm.model.vision_tower.vision_model
         return self._cached("vision", tower, lambda: SiglipInference.of(tower))
@@ -458,8 +450,10 @@ class PI0FlowMatching(nn.Module):
         beta = torch.distributions.Beta(torch.tensor(self.time_beta[0]), torch.tensor(self.time_beta[1]))
         return (beta.sample((batch_size,)) * 0.999 + 0.001).to(device)
 
-    def forward(self, batch: Mapping[str, torch.Tensor], noise: torch.Tensor | None = None,
-                time: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Flow-matching loss; the flow's noise and time are the batch's `noise` / `time` if it has them,
+        else drawn from the global RNG (vla/models/base.py)."""
+        noise, time = batch.get("noise"), batch.get("time")
         actions = _need(batch, "actions", type(self).__name__)
         if actions.ndim != 3 or actions.shape[1] != self.chunk_length or actions.shape[2] < self.action_dim:
             raise ValueError(f"batch['actions'] must be [B, {self.chunk_length}, >={self.action_dim}], "
@@ -467,7 +461,7 @@ class PI0FlowMatching(nn.Module):
         pad = self.max_action_dim - self.action_dim
         actions = F.pad(actions[..., :self.action_dim].float(), (0, pad))  # zero targets in the padded dims
         noise = torch.randn_like(actions) if noise is None else self._check_noise(noise, actions.shape[0])
-        t = self.sample_time(actions.shape[0], actions.device) if time is None else time
+        t = self.sample_time(actions.shape[0], actions.device) if time is None else time.to(actions.device)
         x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * actions
         v = self.velocity(batch, x_t, t).float()
         err = (v - (noise - actions)) ** 2
@@ -518,5 +512,5 @@ class PI0FlowMatching(nn.Module):
             x = x + dt * self.action_out_proj(out).float()
         return x[..., :self.action_dim]
 
-    def predict_action(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.sample_actions(batch)
+    def predict_action(self, batch: Mapping[str, torch.Tensor], *, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.sample_actions(batch, noise=noise)

@@ -1,7 +1,8 @@
 """`LlavaVLA`: a VLM backbone (`EagleBackbone`) feeding an action head (`FlowMatchingHead`) — GR00T-N1.5.
 
-Model contract (vla/models): `forward(batch) -> {"loss", ...}`, `predict_action(batch) -> [B, chunk,
-action_dim]` (normalised units), `action_dim` / `state_dim` / `chunk_length`, `load_pretrained()`.
+Model contract (vla/models/base.py): `forward(batch) -> {"loss", ...}`, `predict_action(batch, *, noise=None)
+-> [B, chunk, action_dim]` (normalised units), `action_dim` / `state_dim` / `chunk_length`, `load_pretrained()`,
+`block_types`.
 
 Batch widths: the head runs at the release's padded widths (`max_state_dim` 64, `max_action_dim` 32).
 States (<= state_dim wide) are zero-padded to max_state_dim; actions wider than `action_dim` are cut back
@@ -30,6 +31,7 @@ from vla.config import register
 from vla.models.gr00t.action_head import FlowMatchingHead
 from vla.models.gr00t.eagle import UNUSED_CHECKPOINT_PREFIXES, EagleBackbone
 from vla.models.loading import CheckpointMismatchError, load_weights, read_state_dict, remap_state_dict
+from vla.models.base import VLAModel
 from vla.models.lora import apply_lora, freeze
 
 
@@ -60,7 +62,7 @@ def read_pretrained(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 @register
-class LlavaVLA(nn.Module):
+class LlavaVLA(VLAModel):
     def __init__(self, vlm_backbone: nn.Module, vla_head: nn.Module, pretrained_name_or_path: str | None = None,
                  name_mapping: Mapping[str, str] | None = None, strict_mapping: bool = True,
                  allow_missing_keys: Sequence[str] = (),
@@ -104,14 +106,16 @@ class LlavaVLA(nn.Module):
         present = {n for n, _ in self.named_modules()}
         return tuple(n for n in names if n in present and any(True for _ in self.get_submodule(n).parameters()))
 
-    def fsdp_units(self):
-        """Blocks the FSDP runner shards one by one: SigLIP and Qwen3 layers, DiT and adapter blocks."""
+    @property
+    def block_types(self) -> tuple[type[nn.Module], ...]:
+        """The blocks FSDP shards one by one (trainer/parallelize.py): SigLIP and Qwen3 layers, DiT and
+        adapter blocks."""
         vlm = self.vlm_backbone.vlm
-        yield from vlm.vision_model.vision_model.encoder.layers
-        yield from vlm.language_model.model.layers
-        yield from self.vla_head.model.transformer_blocks
+        blocks = [vlm.vision_model.vision_model.encoder.layers[0], vlm.language_model.model.layers[0],
+                  self.vla_head.model.transformer_blocks[0]]
         if self.vla_head.vl_self_attention is not None:
-            yield from self.vla_head.vl_self_attention.transformer_blocks
+            blocks.append(self.vla_head.vl_self_attention.transformer_blocks[0])
+        return tuple(dict.fromkeys(type(b) for b in blocks))
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute activations in backward: transformers' switch for SigLIP and Qwen3, ours for the DiT
@@ -127,12 +131,6 @@ class LlavaVLA(nn.Module):
             self.vla_head.vl_self_attention.gradient_checkpointing = True
 
     # ---- batch handling -------------------------------------------------------------------------------------
-    @staticmethod
-    def _need(batch: Mapping[str, Any], key: str) -> torch.Tensor:
-        if key not in batch:
-            raise KeyError(f"LlavaVLA: batch has no {key!r} (it has {sorted(batch)})")
-        return batch[key]
-
     def _states(self, states: torch.Tensor) -> torch.Tensor:
         states = states.reshape(states.shape[0], -1) if states.dim() == 3 and states.shape[1] == 1 else states
         if states.dim() != 2 or states.shape[1] > self.state_dim:
@@ -156,25 +154,24 @@ class LlavaVLA(nn.Module):
         return nn.functional.pad(actions, (0, pad)), nn.functional.pad(masks, (0, pad), value=False)
 
     def _context(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.vlm_backbone(self._need(batch, "images"), self._need(batch, "lang_tokens"),
+        return self.vlm_backbone(self.need(batch, "images"), self.need(batch, "lang_tokens"),
                                  batch.get("lang_masks"), batch.get("img_masks"))
 
     # ---- contract ----------------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         features, mask = self._context(batch)
-        actions, masks = self._actions(self._need(batch, "actions"), batch.get("action_masks"))
-        return self.vla_head(features, self._states(self._need(batch, "states")), mask,
-                             self._need(batch, "embodiment_ids"), actions, masks,
+        actions, masks = self._actions(self.need(batch, "actions"), batch.get("action_masks"))
+        return self.vla_head(features, self._states(self.need(batch, "states")), mask,
+                             self.need(batch, "embodiment_ids"), actions, masks,
                              noise=batch.get("noise"), time=batch.get("time"))
 
     @torch.no_grad()
-    def predict_action(self, batch: Mapping[str, Any], noise: torch.Tensor | None = None,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """[B, chunk_length, action_dim] in normalised units; `noise` [B, chunk_length, max_action_dim] (or
-        `generator`) fixes the start point."""
+    def predict_action(self, batch: Mapping[str, Any], *, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, chunk_length, action_dim] in normalised units; `noise` [B, chunk_length, max_action_dim] fixes
+        the start point (else drawn from the global RNG)."""
         features, mask = self._context(batch)
-        return self.vla_head.predict_action(features, self._states(self._need(batch, "states")), mask,
-                                            self._need(batch, "embodiment_ids"), noise=noise, generator=generator)
+        return self.vla_head.predict_action(features, self._states(self.need(batch, "states")), mask,
+                                            self.need(batch, "embodiment_ids"), noise=noise)
 
     def load_pretrained(self):
         """Load `pretrained_name_or_path` through `name_mapping`; returns the LoadReport (None when unset).
