@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from torch.utils.data import IterableDataset  # noqa: E402
 
 from trainer.distributed import DistInfo  # noqa: E402
-import trainer.runners  # noqa: E402
+import trainer.loop  # noqa: E402
 from trainer.runners import DDPTrainRunner  # noqa: E402
 from trainer.state import seed_everything  # noqa: E402
 from vla.config import Config, build, register  # noqa: E402
@@ -72,6 +72,9 @@ class FixedSamples(IterableDataset):
 
     def save_statistics(self, path):
         return self.source.save_statistics(path)
+
+    def run_info(self):
+        return self.source.run_info()
 
 
 _DATASET: FixedSamples | None = None
@@ -120,7 +123,7 @@ CLOCK = time.process_time
 
 def runner_clock(fn):
     """The runner's `time.time()` (its metrics stamp) read from CLOCK; everything else unchanged."""
-    trainer.runners.time = types.SimpleNamespace(time=fn, perf_counter=time.perf_counter)
+    trainer.loop.time = types.SimpleNamespace(time=fn, perf_counter=time.perf_counter)
 
 
 def gaps(stamps: list[float], warmup: int) -> list[float]:

@@ -243,15 +243,11 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
         merge_lora(model)
     model.eval().to(device)
     transforms, denorm = _build_eval(cfg, str(cfg_path), tokenizer_path, run.prompt)
-<<<<<<< HEAD
-    bind_statistics([*transforms, denorm], statistics, state_dim=getattr(model, "state_dim", None))
+    bind_statistics([*transforms, denorm], statistics, state_dim=model.state_dim)
     tokens = getattr(model, "tokens_per_image", None)
     for t in transforms:
         if hasattr(t, "bind_model") and tokens is not None:
             t.bind_model(tokens_per_image=tokens)
-=======
-    bind_statistics([*transforms, denorm], statistics, state_dim=model.state_dim)
->>>>>>> e076333 (vla/models/base.py: one typed model contract (VLAModel); the engine calls predict_action(batch, noise=...))
     digest = hashlib.sha256()
     digest.update(stats_path.read_bytes())
     st = weights.stat()

@@ -4,7 +4,7 @@ A transform that needs the dataset statistics (or the model's sizes) has a metho
 
     bind(statistics: DatasetStatistics, *, state_dim: int | None = None) -> None
 
-and raises TransformError if it is called before being bound. Its config stays as the guide
+and raises TransformError if it is called before being bound. Its config stays as FluxVLA's LIBERO guide
 writes it (no statistics in it): the owner of the pipeline binds the statistics it computed or
 loaded, once, before the first sample -
 

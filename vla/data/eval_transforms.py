@@ -1,4 +1,4 @@
-"""Eval transforms (the guide's `eval` section), registered under the guide's names.
+"""Eval transforms (the `eval` section of FluxVLA's LIBERO guide), registered under its names.
 
 They live next to the training transforms (vla/data/transforms.py), share their required-key
 helper and error type (`vla.data.errors.require`, `TransformError`: the policy server answers it
@@ -23,7 +23,7 @@ frames are rotated; openpi's client has already rotated its frames, so openpi-ke
 used as sent.
 
 The engine binds the work dir's statistics and the model's `state_dim` into the transforms that
-need them (`vla.data.binding.bind_statistics`), so configs stay as the guide writes them.
+need them (`vla.data.binding.bind_statistics`), so configs stay as FluxVLA's LIBERO guide writes them.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from vla.run_info import PromptSettings
 
 # Keys every sample keeps through ProcessParquetInputs (meta data for logging and debugging).
 PASSTHROUGH_KEYS = ("task_description", "episode_index", "frame_index", "data_root")
-# Keys the guide's configs list in `parquet_keys` (and the collator's `meta_keys`) from when every
+# Keys FluxVLA's configs list in `parquet_keys` (and the collator's `meta_keys`) from when every
 # sample carried the dataset's info.json and statistics. Statistics are now bound into the
 # transforms once (vla/data/binding.py), so samples no longer carry either: these names are
 # accepted and skipped, and the collator leaves out a meta key no sample has.
