@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from sim_client.errors import SimClientError
 from sim_client.render import environ
-from sim_client.worker import worker_main
+from sim_client.worker import WorkerConfig, worker_main
 
 
 @dataclass
@@ -41,7 +41,7 @@ class PoolStats:
 
 
 class WorkerPool:
-    def __init__(self, workers: int, worker_cfg: dict[str, Any], env: dict[str, str], *,
+    def __init__(self, workers: int, worker_cfg: WorkerConfig, env: dict[str, str], *,
                  episode_timeout_s: float = 1800.0, retries: int = 2):
         if workers < 1:
             raise SimClientError(f"--workers must be >= 1, got {workers}")

@@ -11,6 +11,7 @@ from sim_client import suites
 from sim_client.errors import SimClientError
 from sim_client.report import format_table, write_report
 from sim_client.results import ResultsFile, select_shard
+from sim_client.worker import WorkerConfig
 from vla.wire.server_info import ServerInfo
 
 _logger = logging.getLogger(__name__)
@@ -182,12 +183,11 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
     builder = RequestBuilder(info, resize_size=cfg.resize_size)
     renderer, renderer_fps = choose_renderer(cfg.renderer)
     threads = cfg.threads_per_worker or max(1, (_cores() // max(1, cfg.workers)))
-    worker_cfg = {
-        "policy": policy, "server_info": info, "resize_size": cfg.resize_size, "render": cfg.render,
-        "video": cfg.video, "out": str(out),
-        "client_kwargs": {"timeout_s": cfg.request_timeout_s, "retries": cfg.server_retries,
-                          "ready_timeout_s": cfg.ready_timeout_s} if isinstance(policy, str) else {},
-    }
+    worker_cfg = WorkerConfig(
+        policy=policy, server_info=info, resize_size=cfg.resize_size, render=cfg.render, video=cfg.video,
+        out=str(out),
+        client_kwargs={"timeout_s": cfg.request_timeout_s, "retries": cfg.server_retries,
+                       "ready_timeout_s": cfg.ready_timeout_s} if isinstance(policy, str) else {})
     log(f"sim_client: {len(todo)} episodes, {cfg.workers} worker(s), renderer {renderer}, render-on-{cfg.render}, "
         f"layout {builder.layout}, cameras {list(builder.cameras)}, server model {info.model or '?'!r}")
 

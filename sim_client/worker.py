@@ -10,14 +10,38 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sim_client.results import FIELDS
+from vla.wire.server_info import ServerInfo
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every worker process is started with (picklable: it crosses the spawn).
+
+    policy         a server URL (grpc:// ws:// http://), or a picklable zero-argument factory
+    server_info    the server's ServerInfo, read once by the parent (the request layout follows it)
+    resize_size    openpi-layout image size
+    render         which cameras the env renders (`--render`)
+    video          `none`, `failures` or `all` (`--video`)
+    out            the evaluation's output directory (videos go under it)
+    client_kwargs  `connect()` options for a server URL (timeouts, retries)
+    """
+
+    policy: Any
+    server_info: ServerInfo
+    resize_size: int
+    render: str
+    video: str
+    out: str
+    client_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class WorkerState:
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: WorkerConfig):
         self.cfg = cfg
         self.env = None
         self.env_task: tuple[str, int] | None = None
@@ -30,8 +54,8 @@ class WorkerState:
         from sim_client.policy import RequestBuilder, make_policy
 
         if self.policy is None:
-            self.policy = make_policy(self.cfg["policy"], **self.cfg.get("client_kwargs", {}))
-            self.builder = RequestBuilder(self.cfg["server_info"], resize_size=self.cfg["resize_size"])
+            self.policy = make_policy(self.cfg.policy, **self.cfg.client_kwargs)
+            self.builder = RequestBuilder(self.cfg.server_info, resize_size=self.cfg.resize_size)
         return self.policy
 
     def ensure_env(self, suite: str, task_id: int):
@@ -42,7 +66,7 @@ class WorkerState:
             self.drop_env()
             self.task = get_tasks(suite)[task_id]
             self.init_states = load_init_states(self.task.init_states_file)
-            self.env = LiberoEnv(self.task, render=self.cfg["render"])
+            self.env = LiberoEnv(self.task, render=self.cfg.render)
             self.env_task = (suite, task_id)
         return self.env
 
@@ -76,7 +100,7 @@ class WorkerState:
             bind = getattr(policy, "bind", None)  # an in-worker policy that reads the simulator (the expert)
             if bind is not None:
                 bind(env, self.task)
-            video = self.cfg["video"]
+            video = self.cfg.video
             out = run_episode(env, policy, self.builder, spec, self.task.language, self.init_states[spec.trial],
                               record_video=video == "all")
             line.update(success=out.success, steps=out.steps, failure=out.failure, model_version=out.model_version,
@@ -86,7 +110,7 @@ class WorkerState:
                 frames = out.frames or replay_frames(env, spec, self.init_states[spec.trial], out.actions)
                 name = video_name(spec.suite, spec.task_id, spec.trial, "success" if out.success else "failure",
                                   self.task.language)
-                write_mp4(Path(self.cfg["out"]) / "videos" / name, frames)
+                write_mp4(Path(self.cfg.out) / "videos" / name, frames)
                 line["video"] = f"videos/{name}"
         except PolicyError as exc:
             line["error"] = f"server: {exc}"
@@ -107,7 +131,7 @@ class WorkerState:
         return line
 
 
-def worker_main(conn, cfg: dict[str, Any]) -> None:
+def worker_main(conn, cfg: WorkerConfig) -> None:
     import signal
 
     # Ctrl-C goes to the whole process group: the parent decides what stops, not the terminal.
