@@ -79,8 +79,6 @@ def _mlp_block(ops, h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
     return residual(h, ops.mlp(x), gate)
 
 
-BATCH_KEYS = ("images", "img_masks", "lang_tokens", "lang_masks", "states")
-
 # `name_mapping` for weights in the layout of transformers' `PI0ForConditionalGeneration`
 # (our key prefix -> theirs), e.g. `load_weights(model, hf_pi0.state_dict(), TRANSFORMERS_PI0_NAME_MAPPING)`.
 TRANSFORMERS_PI0_NAME_MAPPING = {
@@ -94,10 +92,6 @@ TRANSFORMERS_PI0_NAME_MAPPING = {
     "action_time_mlp_out.projector": "embed_action_time.action_time_mlp_out",
     "action_out_proj.projector": "action_out_proj",
 }
-
-
-def _need(batch: Mapping[str, Any], key: str, model: str) -> torch.Tensor:
-    return need(batch, key, model)
 
 
 def _as_module(value: Any, name: str) -> nn.Module:
@@ -252,12 +246,12 @@ class PI0FlowMatching(VLAModel):
     # ---------------------------------------------------------------- embeddings
     def _lang_tokens(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         name = type(self).__name__
-        return _need(batch, "lang_tokens", name), _need(batch, "lang_masks", name).bool()
+        return need(batch, "lang_tokens", name), need(batch, "lang_masks", name).bool()
 
     def embed_prefix(self, batch: Mapping[str, torch.Tensor], fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """[images of every camera, prompt] embeddings [B, P, width] and their validity [B, P].
         `fast` (inference only) runs SigLIP functionally with cached weights, see siglip_ops."""
-        images = _need(batch, "images", type(self).__name__)
+        images = need(batch, "images", type(self).__name__)
         if images.ndim != 5:
             raise ValueError(f"batch['images'] must be [B, cameras, 3, H, W], got {tuple(images.shape)}")
         b, n = images.shape[:2]
@@ -307,7 +301,7 @@ class PI0FlowMatching(VLAModel):
 
     def padded_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """batch['states'] [B, <= max_state_dim] zero-padded to [B, max_state_dim] (openpi's PadStatesAndActions)."""
-        states = _need(batch, "states", type(self).__name__)
+        states = need(batch, "states", type(self).__name__)
         if states.ndim != 2 or states.shape[1] > self.max_state_dim:
             raise ValueError(f"{type(self).__name__}: batch['states'] must be [B, <= max_state_dim="
                              f"{self.max_state_dim}], got {tuple(states.shape)}")
@@ -454,7 +448,7 @@ class PI0FlowMatching(VLAModel):
         """Flow-matching loss; the flow's noise and time are the batch's `noise` / `time` if it has them,
         else drawn from the global RNG (vla/models/base.py)."""
         noise, time = batch.get("noise"), batch.get("time")
-        actions = _need(batch, "actions", type(self).__name__)
+        actions = need(batch, "actions", type(self).__name__)
         if actions.ndim != 3 or actions.shape[1] != self.chunk_length or actions.shape[2] < self.action_dim:
             raise ValueError(f"batch['actions'] must be [B, {self.chunk_length}, >={self.action_dim}], "
                              f"got {tuple(actions.shape)}")
