@@ -96,6 +96,7 @@ def _ask_both(grpc_port: int, http_port: int) -> dict:
 
     obs = example_observation(256, 256)
     obs["prompt"] = "put both the alphabet soup and the tomato sauce in the basket"
+    obs["seed"] = 1234   # the server draws fresh noise per request; a request seed makes it repeatable
     replies = {}
     for scheme, port in (("grpc", grpc_port), ("ws", http_port)):
         client = connect(f"{scheme}://127.0.0.1:{port}", timeout_s=60)
