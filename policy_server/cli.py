@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue-delay-ms", type=float, default=10.0,
                    help="longest a batch waits for requests known to be on their way (a lone request never waits)")
     p.add_argument("--max-queue-size", type=int, default=256)
-    p.add_argument("--max-message-bytes", type=int, default=protocol.DEFAULT_MAX_MESSAGE_BYTES)
+    p.add_argument("--max-message-bytes", type=int, default=protocol.DEFAULT_MAX_REQUEST_BYTES,
+                   help="largest request body / websocket frame / gRPC message accepted, in bytes (default 8 MiB; "
+                        "a LIBERO request is ~0.4 MB as msgpack, ~1.5 MB as JSON); larger ones get RESOURCE_EXHAUSTED")
     p.add_argument("--request-timeout-s", type=float, default=30.0)
     p.add_argument("--drain-timeout-s", type=float, default=30.0)
     p.add_argument("--grpc-workers", type=int, default=32)

@@ -2,7 +2,8 @@
 
 Each RPC runs on a grpc worker thread that blocks on the shared batcher. The token is read
 from the `authorization` metadata; health and reflection stay open (probes carry no token).
-Oversize messages are refused by grpc itself with RESOURCE_EXHAUSTED.
+Messages over the limit (`--max-message-bytes`) get RESOURCE_EXHAUSTED naming the limit and
+the flag; grpc itself refuses messages over twice the limit before they are buffered.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class _Servicer:
         request_id = svc.new_request_id(md.get(protocol.REQUEST_ID_HEADER))
         try:
             svc.check_auth(md.get(protocol.AUTH_HEADER))
+            svc.check_size(len(raw))
             try:   # parsed here, not by grpc, so a malformed message is INVALID_ARGUMENT (grpc says INTERNAL)
                 request = policy_pb2.InferRequest.FromString(raw)
             except DecodeError:
@@ -75,7 +77,7 @@ class GrpcTransport:
         max_bytes = service.config.max_message_bytes
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", max_bytes),
+            options=[("grpc.max_receive_message_length", 2 * max_bytes),
                      ("grpc.max_send_message_length", max_bytes),
                      ("grpc.so_reuseport", 0)])
         servicer = _Servicer(service)

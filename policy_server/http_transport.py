@@ -4,8 +4,13 @@ and openpi's websocket protocol at `/`.
 Websocket (openpi-compatible): the first frame is the ServerInfo (msgpack-numpy); then each
 binary request frame gets a binary reply frame. An error is a text frame holding
 `{"code", "message", "request_id"}` as JSON and the connection stays open. Frames over the
-limit get RESOURCE_EXHAUSTED; frames over twice the limit are cut off by the protocol layer
-(close code 1009), so a hostile peer cannot make the server buffer unbounded data.
+limit (`--max-message-bytes`, 8 MiB by default) get RESOURCE_EXHAUSTED naming the limit and the
+flag; frames over twice the limit are cut off by the protocol layer (close code 1009), so a
+hostile peer cannot make the server buffer unbounded data.
+
+Bodies and frames over `service.OFFLOAD_BYTES` are decoded, validated and prepared on the
+service's prep threads, so one large request never holds the event loop that answers the
+others (and /healthz).
 """
 from __future__ import annotations
 
@@ -38,17 +43,24 @@ def _error_response(err: PolicyError, msgpack_reply: bool) -> Response:
     return JSONResponse(body, status_code=err.http_status)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, service: PolicyService) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PolicyError(ErrorCode.RESOURCE_EXHAUSTED, f"request body is {length} bytes, over the limit of {limit}")
+    if length is not None and length.isdigit():
+        service.check_size(int(length))
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise PolicyError(ErrorCode.RESOURCE_EXHAUSTED, f"request body is over the limit of {limit} bytes")
+        if size > service.config.max_message_bytes:
+            raise service.too_big()
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return schema.from_json(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"malformed JSON body: {exc}") from None
 
 
 class _InferFastPath:
@@ -110,14 +122,15 @@ def _websocket_handler(service: PolicyService) -> Any:
                 if frame is None:
                     raise PolicyError(ErrorCode.INVALID_ARGUMENT,
                                       "send observations as binary msgpack-numpy frames, not text")
-                obs = service.decode(frame)
+                obs = await service.adecode(frame, service.decode)
             except PolicyError as err:
                 err.request_id = request_id
                 service.record_error("ws", err)
                 await send({"type": "websocket.send", "text": json.dumps(err.to_dict())})
                 continue
             try:
-                reply = await service.ahandle(obs, "ws", request_id, None, started, connection)
+                reply = await service.ahandle(obs, "ws", request_id, None, started, connection,
+                                              offload=service.offloaded(frame))
             except PolicyError as err:
                 await send({"type": "websocket.send", "text": json.dumps(err.to_dict())})
                 continue
@@ -131,7 +144,6 @@ def _websocket_handler(service: PolicyService) -> Any:
 
 def build_app(service: PolicyService) -> _InferFastPath:
     app = FastAPI(title="policy_server", docs_url=None, redoc_url=None, openapi_url=None)
-    limit = service.config.max_message_bytes
 
     @app.post(protocol.INFER_PATH)
     async def infer(request: Request) -> Response:
@@ -145,21 +157,15 @@ def build_app(service: PolicyService) -> _InferFastPath:
                 raise PolicyError(ErrorCode.INVALID_ARGUMENT,
                                   f"unsupported Content-Type {ctype!r}: use {protocol.MSGPACK_CONTENT_TYPE} "
                                   f"or {protocol.JSON_CONTENT_TYPE}")
-            body = await _read_body(request, limit)
-            if use_json:
-                try:
-                    obs = schema.from_json(json.loads(body))
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"malformed JSON body: {exc}") from None
-            else:
-                obs = service.decode(body)
+            body = await _read_body(request, service)
+            obs = await service.adecode(body, _parse_json if use_json else service.decode)
         except PolicyError as err:
             err.request_id = request_id
             service.record_error("http", err)
             return _error_response(err, not use_json)
         try:
             reply = await service.ahandle(obs, "http", request_id, None, started,
-                                         ("http", request.scope.get("client")))
+                                         ("http", request.scope.get("client")), offload=service.offloaded(body))
         except PolicyError as err:
             return _error_response(err, not use_json)
         if use_json:

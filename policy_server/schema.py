@@ -16,6 +16,8 @@ from vla.wire.errors import ErrorCode, PolicyError
 from vla.wire.server_info import InputSpec
 
 MAX_IMAGE_SIDE = 2048
+# Smaller images carry no picture a policy can use; they are refused, never silently upscaled.
+MIN_IMAGE_SIDE = 16
 MAX_PROMPT_CHARS = 2000
 MAX_KEYS = 64
 
@@ -84,8 +86,8 @@ def _check_array(key: str, value: Any, dtype: str, shape: tuple[int, ...]) -> np
         raise invalid(key, f"expected shape {want}, got {list(value.shape)}")
     if dtype == "uint8" and value.ndim == 3:
         h, w = value.shape[:2]
-        if not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE):
-            raise invalid(key, f"image side must be 1..{MAX_IMAGE_SIDE}, got {h}x{w}")
+        if not (MIN_IMAGE_SIDE <= h <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= w <= MAX_IMAGE_SIDE):
+            raise invalid(key, f"image sides must be {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} pixels, got {h}x{w}")
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         raise invalid(key, "contains NaN or infinite values")
     return value

@@ -38,6 +38,8 @@ BAD_INPUTS = {
     "wrong_shape": (lambda o: dict(o, robot0_eef_pos=np.zeros(2)), ("'robot0_eef_pos'", "shape")),
     "not_rgb": (lambda o: dict(o, robot0_eye_in_hand_image=np.zeros((8, 8, 4), np.uint8)),
                 ("'robot0_eye_in_hand_image'", "shape")),
+    "tiny_image": (lambda o: dict(o, agentview_image=np.zeros((1, 1, 3), np.uint8)),
+                   ("'agentview_image'", "16..2048 pixels", "1x1")),
     "missing_key": (lambda o: {k: v for k, v in o.items() if k != "robot0_gripper_qpos"},
                     ("robot0_gripper_qpos", "missing")),
     "missing_prompt": (lambda o: {k: v for k, v in o.items() if k != "prompt"}, ("'prompt'",)),
@@ -150,8 +152,7 @@ def test_oversize_frame_is_resource_exhausted(small_frame_server, transport):
     big = example_observation(128, 128)     # 2 x 49 KB images > 64 KB
     with client(small_frame_server, transport) as c:
         err = _expect(c, big, ErrorCode.RESOURCE_EXHAUSTED)
-        if transport != "grpc":   # grpc's own message names the limit in its words
-            assert "over the limit" in err.message
+        assert "over the limit of 64000 bytes" in err.message and "--max-message-bytes" in err.message
         assert c.infer(example_observation(16, 16))["actions"].shape == (5, 7)
 
 

@@ -138,7 +138,7 @@ def test_readiness_waits_for_warmup():
         c = client(server, "http")
         assert not c.is_ready()
         with pytest.raises(PolicyError) as err:
-            c.infer(__import__("policy_server.schema").schema.example_observation(8, 8))
+            c.infer(__import__("policy_server.schema").schema.example_observation(16, 16))
         assert err.value.code is ErrorCode.UNAVAILABLE and "warming up" in err.value.message
         assert not client(server, "grpc").is_ready()
         c.wait_ready(timeout_s=10, poll_s=0.05)

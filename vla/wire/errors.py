@@ -63,3 +63,15 @@ class PolicyError(VLAError):
         if code not in ErrorCode.__members__:
             code = ErrorCode.INTERNAL.value
         return cls(code, str(data.get("message", "")), str(data.get("request_id", "")))
+
+
+class RequestTooLarge(PolicyError):
+    """RESOURCE_EXHAUSTED for a request over the server's size limit; HTTP answers it with 413
+    (Content Too Large) rather than the 429 of a full queue."""
+
+    def __init__(self, message: str, request_id: str = ""):
+        super().__init__(ErrorCode.RESOURCE_EXHAUSTED, message, request_id)
+
+    @property
+    def http_status(self) -> int:
+        return 413

@@ -49,7 +49,10 @@ TOKEN_ENV = "POLICY_SERVER_TOKEN"
 AUTH_HEADER = "authorization"
 REQUEST_ID_HEADER = "x-request-id"
 GRPC_SERVICE = "vla.policy.v1.PolicyService"
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024   # what clients accept (replies, ServerInfo)
+# What a server accepts in one request by default (policy_server --max-message-bytes): a LIBERO
+# request (two 256x256 uint8 images + state) is ~0.4 MB as msgpack and ~1.5 MB as JSON.
+DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 # Image orientation a server declares in ServerInfo. LIBERO renders upside down;
 # "as_rendered" servers flip the frames themselves, "rotated_180" servers expect clients to.

@@ -1,0 +1,98 @@
+"""Large requests: the body cap names itself and the flag, and a large body is decoded off the
+event loop, so the loop keeps answering (/healthz) while it is parsed."""
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from policy_server import schema
+from policy_server.scripted import make_scripted
+from policy_server.service import OFFLOAD_BYTES, ServiceConfig
+from tests.server.conftest import client, start_server
+from vla.wire import protocol
+
+NOOP = np.tile([0, 0, 0, 0, 0, 0, -1], (5, 1))
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = start_server(make_scripted("noop", chunk_length=5), service=ServiceConfig(token=""))
+    yield server
+    server.stop()
+
+
+def _post_json(server, body: bytes, timeout: float = 30):
+    req = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{protocol.INFER_PATH}", data=body,
+                                 headers={"Content-Type": protocol.JSON_CONTENT_TYPE}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _json_body(side: int) -> bytes:
+    obs = schema.example_observation(side, side)
+    return json.dumps({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in obs.items()}).encode()
+
+
+def test_default_cap_is_a_few_mib_and_an_oversized_json_body_is_413(server):
+    assert server.service.config.max_message_bytes == protocol.DEFAULT_MAX_REQUEST_BYTES == 8 * 1024 * 1024
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+    conn.putrequest("POST", protocol.INFER_PATH)     # the server answers from the header, before the body
+    conn.putheader("Content-Type", protocol.JSON_CONTENT_TYPE)
+    conn.putheader("Content-Length", str(protocol.DEFAULT_MAX_REQUEST_BYTES + 1))
+    conn.endheaders()
+    resp = conn.getresponse()
+    status, reply = resp.status, json.loads(resp.read())
+    conn.close()
+    assert status == 413, reply
+    assert reply["error"]["code"] == "RESOURCE_EXHAUSTED"
+    assert f"over the limit of {8 * 1024 * 1024} bytes" in reply["error"]["message"]
+    assert "--max-message-bytes" in reply["error"]["message"]
+    status, reply = _post_json(server, _json_body(64))    # the server keeps answering
+    assert status == 200 and np.array_equal(reply["actions"], NOOP)
+
+
+def test_healthz_answers_while_a_large_body_is_decoded(server, monkeypatch):
+    body = _json_body(400)            # ~2.5 MB of JSON: over OFFLOAD_BYTES, under the cap
+    assert OFFLOAD_BYTES < len(body) < server.service.config.max_message_bytes
+    entered, release = threading.Event(), threading.Event()
+    held = {}
+    real = schema.from_json
+
+    def slow_from_json(obs):
+        if np.asarray(obs["agentview_image"]).shape[0] == 400:
+            entered.set()
+            held["timed_out"] = not release.wait(20)   # True only if /healthz could not answer meanwhile
+        return real(obs)
+
+    monkeypatch.setattr(schema, "from_json", slow_from_json)
+    result = {}
+    big = threading.Thread(target=lambda: result.update(reply=_post_json(server, body)))
+    big.start()
+    try:
+        assert entered.wait(20), "the large request never reached its decode"
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{protocol.HEALTH_PATH}", timeout=30) as r:
+            assert r.status == 200
+        # /healthz answered while the decode was still held: it ran on the loop, the decode did not
+        assert not release.is_set() and "timed_out" not in held
+    finally:
+        release.set()
+        big.join(30)
+    assert held["timed_out"] is False
+    status, reply = result["reply"]
+    assert status == 200 and np.array_equal(reply["actions"], NOOP)
+
+
+def test_large_websocket_frame_is_answered(server):
+    obs = schema.example_observation(700, 700)     # ~2.9 MB msgpack: decoded and prepared on a prep thread
+    with client(server, "ws") as c:
+        np.testing.assert_array_equal(c.infer(obs)["actions"], NOOP)
+        np.testing.assert_array_equal(c.infer(schema.example_observation(32, 32))["actions"], NOOP)
