@@ -8,8 +8,8 @@ limit (`--max-message-bytes`, 8 MiB by default) get RESOURCE_EXHAUSTED naming th
 flag; frames over twice the limit are cut off by the protocol layer (close code 1009), so a
 hostile peer cannot make the server buffer unbounded data.
 
-Bodies and frames over `service.OFFLOAD_BYTES` are decoded, validated and prepared on the
-service's prep threads, so one large request never holds the event loop that answers the
+Bodies and frames over `service.OFFLOAD_BYTES` are decoded, validated and prepared off the loop
+(msgpack on the service's prep threads, JSON in its worker process), so one large request never holds the event loop that answers the
 others (and /healthz).
 """
 from __future__ import annotations
@@ -54,13 +54,6 @@ async def _read_body(request: Request, service: PolicyService) -> bytes:
             raise service.too_big()
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return schema.from_json(json.loads(body))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"malformed JSON body: {exc}") from None
 
 
 class _InferFastPath:
@@ -158,7 +151,7 @@ def build_app(service: PolicyService) -> _InferFastPath:
                                   f"unsupported Content-Type {ctype!r}: use {protocol.MSGPACK_CONTENT_TYPE} "
                                   f"or {protocol.JSON_CONTENT_TYPE}")
             body = await _read_body(request, service)
-            obs = await service.adecode(body, _parse_json if use_json else service.decode)
+            obs = await (service.adecode_json(body) if use_json else service.adecode(body, service.decode))
         except PolicyError as err:
             err.request_id = request_id
             service.record_error("http", err)

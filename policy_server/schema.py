@@ -7,6 +7,7 @@ Keys outside the schema are passed through untouched (scripted policies read a f
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 import numpy as np
@@ -127,6 +128,14 @@ def _seed(value: Any) -> int:
     if not 0 <= int(value) <= protocol.MAX_SEED:
         raise invalid(protocol.SEED_KEY, f"must be in [0, 2**63), got {int(value)}")
     return int(value)
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON request body as an observation (arrays for the schema keys)."""
+    try:
+        return from_json(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"malformed JSON body: {exc}") from None
 
 
 def from_json(obs: Any) -> Any:

@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import hmac
 import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from policy_server import schema
 from policy_server.batcher import Batcher, BatcherConfig, Reply
 from policy_server.metrics import Metrics
 from policy_server.policy import Policy
@@ -77,6 +79,8 @@ class PolicyService:
         # The asyncio transports run a prepare() that takes real time (the engine's image and prompt
         # transforms; the batcher times it at warm-up) on these threads, in parallel with the model.
         self._prep_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="prep")
+        self._parse_procs: concurrent.futures.ProcessPoolExecutor | None = None   # started by the first large JSON body
+        self._parse_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -96,6 +100,8 @@ class PolicyService:
     def close(self) -> None:
         """After the batcher stopped: release the prep threads and the policy."""
         self._prep_pool.shutdown(wait=False, cancel_futures=True)
+        if self._parse_procs is not None:
+            self._parse_procs.shutdown(wait=False, cancel_futures=True)
         self.policy.close()
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -154,6 +160,18 @@ class PolicyService:
         if not self.offloaded(body):
             return parse(body)
         return await asyncio.wrap_future(self._prep_pool.submit(parse, body))
+
+    async def adecode_json(self, body: bytes) -> Any:
+        """A JSON body as an observation. A large one is parsed in a worker process: json.loads and
+        turning nested lists into arrays hold the GIL throughout (seconds for 50 MB), which would
+        stall every thread of this process, the event loop included."""
+        if not self.offloaded(body):
+            return schema.parse_json(body)
+        with self._parse_lock:
+            if self._parse_procs is None:
+                self._parse_procs = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return await asyncio.wrap_future(self._parse_procs.submit(schema.parse_json, body))
 
     # -- requests ------------------------------------------------------------------
     @staticmethod

@@ -2,6 +2,7 @@
 event loop, so the loop keeps answering (/healthz) while it is parsed."""
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import json
 import threading
@@ -65,15 +66,17 @@ def test_healthz_answers_while_a_large_body_is_decoded(server, monkeypatch):
     assert OFFLOAD_BYTES < len(body) < server.service.config.max_message_bytes
     entered, release = threading.Event(), threading.Event()
     held = {}
-    real = schema.from_json
+    real = schema.parse_json
 
-    def slow_from_json(obs):
-        if np.asarray(obs["agentview_image"]).shape[0] == 400:
-            entered.set()
-            held["timed_out"] = not release.wait(20)   # True only if /healthz could not answer meanwhile
-        return real(obs)
+    def held_parse(data):
+        entered.set()
+        held["timed_out"] = not release.wait(20)   # True only if /healthz could not answer meanwhile
+        return real(data)
 
-    monkeypatch.setattr(schema, "from_json", slow_from_json)
+    # The large body's parser, held until /healthz has answered (in-process, so the test can hold it;
+    # the server runs it in a worker process).
+    monkeypatch.setattr(schema, "parse_json", held_parse)
+    monkeypatch.setattr(server.service, "_parse_procs", concurrent.futures.ThreadPoolExecutor(1))
     result = {}
     big = threading.Thread(target=lambda: result.update(reply=_post_json(server, body)))
     big.start()
@@ -81,7 +84,7 @@ def test_healthz_answers_while_a_large_body_is_decoded(server, monkeypatch):
         assert entered.wait(20), "the large request never reached its decode"
         with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{protocol.HEALTH_PATH}", timeout=30) as r:
             assert r.status == 200
-        # /healthz answered while the decode was still held: it ran on the loop, the decode did not
+        # /healthz answered while the decode was still held: the loop was not waiting on it
         assert not release.is_set() and "timed_out" not in held
     finally:
         release.set()
@@ -89,6 +92,20 @@ def test_healthz_answers_while_a_large_body_is_decoded(server, monkeypatch):
     assert held["timed_out"] is False
     status, reply = result["reply"]
     assert status == 200 and np.array_equal(reply["actions"], NOOP)
+
+
+def test_large_json_body_is_parsed_in_a_worker_process(server):
+    status, reply = _post_json(server, _json_body(400))
+    assert status == 200 and np.array_equal(reply["actions"], NOOP)
+    assert server.service._parse_procs is not None
+    bad = _json_body(400)[:-10] + b" ]]]]]]]]]"        # large and malformed: the worker's error comes back
+    status, reply = _post_json(server, bad)
+    assert status == 400 and reply["error"]["code"] == "INVALID_ARGUMENT"
+    assert "malformed JSON body" in reply["error"]["message"]
+    tiny = json.loads(_json_body(400))
+    tiny["agentview_image"] = [[[0, 0, 0]]]
+    status, reply = _post_json(server, json.dumps(tiny).encode())
+    assert status == 400 and "'agentview_image'" in reply["error"]["message"] and "16" in reply["error"]["message"]
 
 
 def test_large_websocket_frame_is_answered(server):

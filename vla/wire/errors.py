@@ -37,6 +37,9 @@ class PolicyError(VLAError):
         self.request_id = request_id
         super().__init__(f"{self.code.value}: {message}")
 
+    def __reduce__(self):   # picklable (a decode in a worker process raises it)
+        return (PolicyError, (self.code, self.message, self.request_id))
+
     @property
     def retryable(self) -> bool:
         return self.code in RETRYABLE
