@@ -370,8 +370,11 @@ def test_bad_embodiment_id_is_refused():
 
 
 def test_unknown_vlm_path_is_an_error():
-    with pytest.raises(FileNotFoundError, match="vlm_path"):
+    from vla.errors import VLAError
+
+    with pytest.raises(FileNotFoundError, match="vlm_path") as err:
         EagleBackbone(vlm_path="/nonexistent/eagle")
+    assert isinstance(err.value, VLAError)    # vla-train prints it as one line
 
 
 def test_gradient_checkpointing_keeps_loss_and_gradients():

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from vla.config import register
+from vla.models.loading import CheckpointNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,12 @@ def resolve_eagle_config(vlm_path: str | None, vlm_config: Mapping[str, Any] | N
     if vlm_path and Path(vlm_path).is_dir():
         cfg_file = Path(vlm_path) / "config.json"
         if not cfg_file.is_file():
-            raise FileNotFoundError(f"EagleBackbone.vlm_path={vlm_path!r} has no config.json")
+            raise CheckpointNotFoundError(f"EagleBackbone.vlm_path={vlm_path!r} has no config.json")
         base = json.loads(cfg_file.read_text(encoding="utf-8"))
     elif not vlm_path or Path(str(vlm_path)).name == VENDORED_EAGLE_DIR:
         base = copy.deepcopy(GR00T_N15_EAGLE_CONFIG)
     else:
-        raise FileNotFoundError(f"EagleBackbone.vlm_path={vlm_path!r} is not a directory (expected an Eagle "
+        raise CheckpointNotFoundError(f"EagleBackbone.vlm_path={vlm_path!r} is not a directory (expected an Eagle "
                                 f"config directory, or a path ending in {VENDORED_EAGLE_DIR!r} for the built-in one)")
     for key, value in dict(vlm_config or {}).items():
         if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
