@@ -12,7 +12,8 @@ r"""`sim_client`: evaluate a policy server on LIBERO.
 
 Defaults are the `eval` section of FluxVLA's configs (50 trials, seed 7, chunk 10, 10 warm-up steps);
 `--config` reads them from a config file's `eval` section, flags override. A rerun with the
-same --out resumes. Exit codes: 0 all episodes recorded, 1 bad arguments or setup,
+same --out resumes, re-running the episodes recorded with an infrastructure error (--keep-errors
+keeps them). Exit codes: 0 all episodes recorded, 1 bad arguments or setup,
 3 some episodes ended with infrastructure errors, 130 interrupted.
 """
 from __future__ import annotations
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renderer", choices=("auto", "egl", "osmesa"), default="auto")
     p.add_argument("--episode-timeout-s", type=float, default=1800.0)
     p.add_argument("--retries", type=int, default=2, help="retries of an episode after an infrastructure error")
+    p.add_argument("--keep-errors", action="store_true",
+                   help="on resume, keep episodes recorded with an infrastructure error (by default they are re-run "
+                        "and their lines replaced)")
     p.add_argument("--request-timeout-s", type=float, default=30.0, help="deadline of each policy call")
     p.add_argument("--ready-timeout-s", type=float, default=120.0, help="how long to wait for the server")
     p.add_argument("--no-progress", action="store_true")
@@ -94,6 +98,7 @@ def _config(args: argparse.Namespace):
                      dimensions=args.dimensions)
     common = dict(workers=args.workers, shard=parse_shard(args.shard), video=args.video, render=args.render,
                   renderer=args.renderer, episode_timeout_s=args.episode_timeout_s, retries=args.retries,
+                  keep_errors=args.keep_errors,
                   request_timeout_s=args.request_timeout_s, ready_timeout_s=args.ready_timeout_s,
                   progress=not args.no_progress)
     if args.config:

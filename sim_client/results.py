@@ -63,6 +63,22 @@ class ResultsFile:
         self.lines.append(line)
         self.done.add(key)
 
+    def drop_errors(self, keys: Iterable[Key]) -> int:
+        """Remove the lines of `keys` recorded with an infrastructure error, so a resume re-runs
+        them; the file is rewritten atomically (vla.io). Returns how many were removed."""
+        keys = set(keys)
+        errored = [line for line in self.lines if line.get("error") and episode_key(line) in keys]
+        if not errored:
+            return 0
+        dropped = {episode_key(line) for line in errored}
+        kept = [line for line in self.lines if episode_key(line) not in dropped]
+        self._f.close()
+        write_jsonl(self.path, kept)
+        self._f = open(self.path, "a", encoding="utf-8")   # the rename left the old handle on the old file
+        self.lines = kept
+        self.done -= dropped
+        return len(dropped)
+
     def close(self) -> None:
         self._f.close()
 

@@ -36,6 +36,7 @@ class EvalConfig:
     renderer: str = "auto"
     episode_timeout_s: float = 1800.0
     retries: int = 2
+    keep_errors: bool = False             # resume keeps episodes recorded with an error instead of re-running them
     request_timeout_s: float = 30.0
     server_retries: int = 8
     ready_timeout_s: float = 120.0
@@ -174,6 +175,10 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
     mine = set(select_shard(mine, cfg.shard))
     info = _server_info(policy, cfg)  # before touching OUT: an unreachable server leaves nothing behind
     results = ResultsFile(out / "results.jsonl")
+    rerun = 0 if cfg.keep_errors else results.drop_errors(mine)
+    if rerun:
+        log(f"sim_client: resuming: re-running {rerun} episode(s) recorded with an infrastructure error "
+            f"(--keep-errors keeps them)")
     todo = [e for e in episodes if (e["suite"], e["task_id"], e["trial"]) in mine
             and (e["suite"], e["task_id"], e["trial"]) not in results.done]
     skipped = len(mine) - len(todo)
@@ -236,6 +241,7 @@ def run_eval(cfg: EvalConfig, policy: str | Callable[[], Any], out: str | Path,
                      "steps_per_s": round(counts["steps"] / elapsed, 2) if elapsed > 0 else None,
                      "workers_replaced": pool.stats.replaced, "retries": pool.stats.retried,
                      "timeouts": pool.stats.timeouts, "crashes": pool.stats.crashes},
+        "rerun_errors": rerun,
         "complete": complete and len(mine_lines) == len(mine),
         "missing": len(mine) - len(mine_lines),
     }

@@ -182,6 +182,20 @@ def test_server_errors_are_counted_apart_never_as_failures(libero, tmp_path):
     o = result.summary["overall"]
     assert (o["errors"], o["failures"], o["successes"], o["rate"]) == (2, 0, 0, None)
     assert result.stats["retries"] == 2
+    # A resume re-runs the errored episodes (the default; --keep-errors keeps them) and replaces their lines.
+    server = start_policy_server("noop")
+    try:
+        kept = run_eval(cfg(d, num_trials_per_task=2, retries=0, keep_errors=True), server_url(server, "http"),
+                        tmp_path, log=lambda m: None)
+        assert kept.summary["rerun_errors"] == 0 and kept.summary["overall"]["errors"] == 2
+        again = run_eval(cfg(d, num_trials_per_task=2, retries=0), server_url(server, "http"), tmp_path,
+                         log=lambda m: None)
+    finally:
+        server.stop()
+    lines = read_results(tmp_path / "results.jsonl")
+    assert keys(lines) == [(d["suite"], 0, 0), (d["suite"], 0, 1)]      # exactly one line per episode
+    assert all(x["error"] is None for x in lines)
+    assert again.summary["rerun_errors"] == 2 and again.summary["overall"]["errors"] == 0
 
 
 def test_interrupted_run_resumes_without_loss_or_duplicates(libero, tmp_path):

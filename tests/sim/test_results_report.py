@@ -132,6 +132,25 @@ def test_results_file_resume_and_torn_tail(tmp_path):
     assert path.read_text().count("\n") == 3
 
 
+def test_errored_lines_are_dropped_atomically_for_a_rerun(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with ResultsFile(path) as rf:
+        for rec in (line(0, 0, True), line(0, 1, error="server: UNAVAILABLE"), line(1, 0, error="worker crashed")):
+            rf.append(rec)
+    with ResultsFile(path) as rf:
+        # only episodes of this run (shard) are re-run; task 1's error belongs to another shard here
+        assert rf.drop_errors({("libero_10", 0, 0), ("libero_10", 0, 1)}) == 1
+        assert ("libero_10", 0, 1) not in rf.done and ("libero_10", 1, 0) in rf.done
+        assert [x["trial"] for x in read_results(path)] == [0, 0]     # rewritten before the rerun starts
+        rf.append(line(0, 1, True))                                   # the append handle follows the new file
+    lines = read_results(path)
+    assert sorted((x["task_id"], x["trial"]) for x in lines) == [(0, 0), (0, 1), (1, 0)]   # one line each
+    assert next(x for x in lines if x["trial"] == 1)["error"] is None
+    assert not list(tmp_path.glob("*.tmp*"))
+    with ResultsFile(path) as rf:
+        assert rf.drop_errors({("libero_10", 0, 0), ("libero_10", 0, 1)}) == 0
+
+
 def test_corrupt_middle_line_is_an_error_naming_the_line(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps(line(0, 0)) + "\nnot json\n" + json.dumps(line(0, 1)) + "\n")
