@@ -21,7 +21,31 @@ from trainer.schedulers import build_scheduler
 from trainer.state import seed_everything
 from vla import checkpoint as ckpt
 from vla.config import ConfigError, build
+from vla.errors import VLAError
 
+
+
+class NonFiniteLossError(VLAError, FloatingPointError):
+    """The loss of a micro-batch is NaN or infinite; the message names the batch's samples."""
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, torch.Tensor):
+        return value.reshape(-1).tolist()
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _samples_of(batch: Mapping[str, Any], most: int = 8) -> str:
+    """'episodes/frames [(3, 17), ...] of <data_root>' from the passthrough keys the transforms keep."""
+    if "episode_index" not in batch:
+        return "a batch without episode_index (no sample can be named)"
+    episodes = _as_list(batch["episode_index"])
+    frames = _as_list(batch.get("frame_index", [None] * len(episodes)))
+    pairs = [(int(e), None if f is None else int(f)) for e, f in zip(episodes, frames)]
+    roots = sorted({str(r) for r in _as_list(batch["data_root"])}) if "data_root" in batch else []
+    shown = ", ".join(f"episode {e} frame {f}" for e, f in pairs[:most])
+    more = f" and {len(pairs) - most} more" if len(pairs) > most else ""
+    return f"{len(pairs)} samples ({shown}{more})" + (f" of {', '.join(roots)}" if roots else "")
 
 def train(runner: Any) -> dict[str, Any]:
     opts, info, cfg, work_dir = runner.options, runner.dist, runner.cfg, runner.work_dir
@@ -122,8 +146,9 @@ def _accumulate(runner: Any, model: nn.Module, batches: Iterator[dict], accumula
                 out = model(batch)
             loss = out["loss"] if isinstance(out, Mapping) else out
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at a micro-batch; stopping before the "
-                                         "optimizer step corrupts the weights")
+                raise NonFiniteLossError(f"loss is {loss.item()} at a micro-batch of {_samples_of(batch)}; "
+                                         "stopping before the optimizer step corrupts the weights (check "
+                                         "those frames' values and the statistics, or lower the learning rate)")
             (loss / accumulation).backward()
         total += loss.detach().float()
     return total

@@ -13,6 +13,7 @@ the DataLoader uses its own generator, so building it never draws from the globa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -42,6 +43,11 @@ class BaseTrainRunner:
 
     # Built by the runner itself once it knows the work dir and rank (or never: tokenizer).
     __config_lazy__ = ("collator", "metric", "tokenizer", "sampler")
+
+    @classmethod
+    def accepted_keys(cls) -> set[str]:
+        """The runner section's keys (RunnerConfig's fields), for `--cfg-options runner.<key>=...`."""
+        return {f.name for f in dataclasses.fields(RunnerConfig)} | {"type"}
 
     def __init__(self, config: Config | Mapping[str, Any], work_dir: str | os.PathLike, *,
                  dist_info: DistInfo | None = None, **params: Any):

@@ -131,3 +131,10 @@ def test_bad_checkpoint_names_the_file_and_never_advises_weights_only_false(tmp_
     with pytest.raises(ckpt.CheckpointError) as err:
         ckpt.load_weights(path)
     assert str(path) in str(err.value) and "weights_only" not in str(err.value), err.value
+
+
+def test_non_finite_loss_names_the_batch_samples(train_data, tmp_path):
+    # A learning rate of 1e30 sends the weights to inf after the first step: the second loss is not finite.
+    proc = run_train(tmp_path / "wd", _options(train_data, Path(train_data["data"])) + ["runner.learning_rate=1e30"])
+    line = _one_line_error(proc, "loss is", "episode", "frame", str(train_data["data"]))
+    assert "nan" in line or "inf" in line, line

@@ -202,6 +202,8 @@ def _accepted_keywords(type_name: Any, dotted: str, source: str | None) -> set[s
 
     try:
         target = lookup(str(type_name), where=f"{source}: {dotted}: ")
+        if hasattr(target, "accepted_keys"):   # a type that takes **params and validates them itself
+            return set(target.accepted_keys())
         params = inspect.signature(target).parameters.values()
     except (ConfigError, TypeError, ValueError):
         return None  # an unregistered type (e.g. the server's eval transforms in the trainer): no new keys

@@ -36,12 +36,17 @@ def _to_tensor(values: list[Any], key: str) -> torch.Tensor:
     return out
 
 
+PROVENANCE_KEYS = ("episode_index", "frame_index", "data_root")
+
+
 @register
 class DictCollator:
     """Stack `keys` into tensors [B, ...] and gather `meta_keys` into lists.
 
     A key no sample has is left out (configs list keys, like `observation.eepose`, that only
-    some datasets carry); a key only some samples have is an error.
+    some datasets carry); a key only some samples have is an error. The samples' provenance
+    (`episode_index`, `frame_index`, `data_root`) always rides along as lists, so an error met on
+    a batch (a non-finite loss) can name the frames it came from.
     """
 
     def __init__(self, keys: Sequence[str], meta_keys: Sequence[str] = ()):
@@ -59,7 +64,7 @@ class DictCollator:
             if not all(have):
                 raise DatasetError(f"DictCollator: {key!r} is in {sum(have)} of {len(samples)} samples")
             batch[key] = _to_tensor([s[key] for s in samples], key)
-        for key in self.meta_keys:
-            if any(key in s for s in samples):
+        for key in [*self.meta_keys, *(k for k in PROVENANCE_KEYS if k not in self.meta_keys)]:
+            if key not in batch and any(key in s for s in samples):
                 batch[key] = [s.get(key) for s in samples]
         return batch
