@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -86,3 +87,16 @@ def kill_tree(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     proc.wait(timeout=30)
+
+
+def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 90.0, log: Path | None = None) -> None:
+    """Poll `predicate` until true; fail if the trainer exits first or `timeout` passes (with its log tail)."""
+    tail = (lambda: f":\n{log.read_text()[-3000:]}") if log is not None else (lambda: "")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited ({proc.returncode}) before {what}{tail()}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}{tail()}")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from tests.conftest import REPO
 from vla import checkpoint as ckpt
 
-from .conftest import data_options, kill_tree, losses, run_train, train_cmd, train_env
+from .conftest import data_options, kill_tree, losses, run_train, train_cmd, train_env, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,16 +39,6 @@ def _start(work_dir: Path, options: list[str], log: Path, **env: str) -> subproc
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"trainer exited ({proc.returncode}) before {what}")
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def _kill(proc: subprocess.Popen) -> None:
     kill_tree(proc)
@@ -74,7 +63,7 @@ def _resume_and_compare(work_dir: Path, train_data, reference: dict[int, float],
 def test_sigkill_mid_training_resumes_exactly(train_data, reference, tmp_path):
     work_dir = tmp_path / "wd"
     proc = _start(work_dir, data_options(train_data) + OPTIONS + SLOW + WORKERS, tmp_path / "log.txt")
-    _wait_for(lambda: _logged_steps(work_dir) >= 8, proc, "step 8")  # past the step-6 checkpoint
+    wait_for(lambda: _logged_steps(work_dir) >= 8, proc, "step 8")  # past the step-6 checkpoint
     _kill(proc)
     assert ckpt.read_latest(work_dir) == "checkpoint_step_6.pt"
     assert _logged_steps(work_dir) >= 8  # steps 7..8 were lost with the process and are redone
@@ -85,7 +74,7 @@ def test_sigkill_mid_save_never_uses_the_half_written_checkpoint(train_data, ref
     work_dir, log = tmp_path / "wd", tmp_path / "log.txt"
     proc = _start(work_dir, data_options(train_data) + OPTIONS, log,
                   VLA_TEST_PAUSE_BEFORE_COMMIT="checkpoint_step_9.pt:60")
-    _wait_for(lambda: "test pause before commit of checkpoint_step_9.pt" in log.read_text(), proc,
+    wait_for(lambda: "test pause before commit of checkpoint_step_9.pt" in log.read_text(), proc,
               "the step-9 save")
     _kill(proc)
     # weights and state files of step 9 are on disk, but no manifest and `latest` still says step 6
@@ -125,7 +114,7 @@ def test_two_process_run_killed_and_resumed_matches_uninterrupted(train_data, tm
 
     work_dir = tmp_path / "wd"
     proc = _train_sh_popen(work_dir, options + SLOW, tmp_path / "kill.txt", free_port())
-    _wait_for(lambda: _logged_steps(work_dir) >= 5, proc, "step 5", timeout=180)  # past the step-3 checkpoint
+    wait_for(lambda: _logged_steps(work_dir) >= 5, proc, "step 5", timeout=180)  # past the step-3 checkpoint
     _kill(proc)
     assert ckpt.find_resumable(work_dir).step == 3
     resumed = _train_sh_popen(work_dir, options, tmp_path / "resume.txt", free_port(), "--resume")

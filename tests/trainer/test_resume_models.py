@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from tests.conftest import REPO, free_port
 from vla import checkpoint as ckpt
 
-from .conftest import data_options, kill_tree, losses, train_env
+from .conftest import data_options, kill_tree, losses, train_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -49,16 +48,6 @@ def _steps_logged(work_dir: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def _wait_for(predicate, proc: subprocess.Popen, what: str, log: Path, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"trainer exited ({proc.returncode}) before {what}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
-
 
 def _no_partial_files(work_dir: Path) -> None:
     leftovers = [p for p in work_dir.rglob("*") if ".tmp" in p.name or p.name.startswith(".")]
@@ -84,15 +73,15 @@ def test_killed_mid_step_and_mid_save_resumes_to_the_same_losses(scenario, train
     # 1. SIGKILL while training, past the step-3 checkpoint: steps after it are lost and redone.
     log = tmp_path / "kill_step.txt"
     proc = _start(config, work_dir, options, log, VLA_TEST_STEP_DELAY_S="0.5")
-    _wait_for(lambda: _steps_logged(work_dir) >= 5, proc, "step 5", log)
+    wait_for(lambda: _steps_logged(work_dir) >= 5, proc, "step 5", 300, log)
     kill_tree(proc)
     assert ckpt.find_resumable(work_dir).step in (3, 6)
 
     # 2. Resume, and SIGKILL in the middle of the step-9 save: files written, nothing sealed.
     log = tmp_path / "kill_save.txt"
     proc = _start(config, work_dir, options, log, "--resume", VLA_TEST_PAUSE_BEFORE_COMMIT="checkpoint_step_9.pt:120")
-    _wait_for(lambda: "test pause before commit of checkpoint_step_9.pt" in log.read_text(), proc,
-              "the step-9 save", log)
+    wait_for(lambda: "test pause before commit of checkpoint_step_9.pt" in log.read_text(), proc,
+             "the step-9 save", 300, log)
     kill_tree(proc)
     assert (work_dir / "checkpoint_step_9.pt").exists()
     assert not (work_dir / "train_state/checkpoint_step_9/manifest.json").exists()
