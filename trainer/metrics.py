@@ -27,8 +27,10 @@ TRACKERS = ("jsonl", "wandb")
 class VLAMetric:
     """FluxVLA's metric block. `run_dir`, `wandb_*` and `grad_accumulation_steps` keep their meaning.
 
-    `grad_accumulation_steps` here is informational (the runner derives the real value from
-    `batch_size`) and is recorded in the first line. wandb is used only when it is installed and
+    `grad_accumulation_steps` is informational: the runner derives the real value from `batch_size`,
+    passes it here, and the first line this process writes records it. `run_dir` is where FluxVLA's
+    runs go; here the command line's WORK_DIR is the run's directory, so a `run_dir` that does not
+    contain it is reported once (and otherwise unused). wandb is used only when it is installed and
     configured (WANDB_API_KEY or WANDB_MODE set); otherwise one notice line says why not.
     """
 
@@ -50,6 +52,10 @@ class VLAMetric:
         self.rank = int(rank)
         self.run_name = run_name or self.work_dir.name
         self._window: collections.deque[float] = collections.deque(maxlen=self.window_size)
+        self._first_line = True
+        if work_dir is not None and self.rank == 0 and not _inside(Path(work_dir), Path(run_dir)):
+            log.info("VLAMetric: run_dir=%r is not used: the run writes into WORK_DIR %s (the command line's)",
+                     run_dir, work_dir)
         self._file = None
         self._wandb = None
 
@@ -102,6 +108,9 @@ class VLAMetric:
         record = {"step": int(step), "epoch": int(epoch), "loss": float(loss),
                   "loss_smoothed": sum(self._window) / len(self._window), "lr": float(lr),
                   "grad_norm": float(grad_norm), "samples_per_s": float(samples_per_s), **extra}
+        if self._first_line:
+            record["grad_accumulation_steps"] = self.grad_accumulation_steps
+            self._first_line = False
         if not self.is_writer:
             return record
         if self._file is not None:
@@ -169,3 +178,11 @@ def plot_loss(records: list[dict[str, Any]], path: Path) -> Path | None:
     finally:
         plt.close(fig)
     return path
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False

@@ -208,3 +208,15 @@ def test_loss_plot_trend_is_a_trailing_mean_over_about_five_percent_of_the_run()
     assert trailing_mean(values, 1) == values
     assert trailing_mean(values, 2) == [4.0, 3.0, 4.0, 3.0, 4.0]
     assert trailing_mean(values, 3) == [4.0, 3.0, 4.0, 8 / 3, 14 / 3]
+
+
+def test_vla_metric_records_grad_accumulation_in_the_first_line(tmp_path):
+    from trainer.metrics import VLAMetric
+
+    metric = VLAMetric(work_dir=tmp_path, grad_accumulation_steps=4)
+    metric.start()
+    metric.log(step=1, epoch=0, loss=1.0, lr=1e-3, grad_norm=0.5, samples_per_s=10.0)
+    metric.log(step=2, epoch=0, loss=0.9, lr=1e-3, grad_norm=0.5, samples_per_s=10.0)
+    metric.finish()
+    first, second = metric.records()
+    assert first["grad_accumulation_steps"] == 4 and "grad_accumulation_steps" not in second
