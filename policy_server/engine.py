@@ -31,7 +31,7 @@ import torch
 from policy_server.policy import BasePolicy
 from vla import checkpoint as ckpt
 from vla.config import ConfigError, build
-from vla.data.binding import bind_statistics
+from vla.data.binding import bind_model, bind_statistics
 from vla.data.errors import TransformError
 from vla.errors import VLAError
 from vla.io import read_json
@@ -244,10 +244,7 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
     model.eval().to(device)
     transforms, denorm = _build_eval(cfg, str(cfg_path), tokenizer_path, run.prompt)
     bind_statistics([*transforms, denorm], statistics, state_dim=model.state_dim)
-    tokens = getattr(model, "tokens_per_image", None)
-    for t in transforms:
-        if hasattr(t, "bind_model") and tokens is not None:
-            t.bind_model(tokens_per_image=tokens)
+    bind_model(transforms, model)
     digest = hashlib.sha256()
     digest.update(stats_path.read_bytes())
     st = weights.stat()

@@ -21,6 +21,7 @@ from trainer.schedulers import build_scheduler
 from trainer.state import seed_everything
 from vla import checkpoint as ckpt
 from vla.config import ConfigError, build
+from vla.data.binding import bind_model, dataset_transforms
 from vla.errors import VLAError
 
 
@@ -64,7 +65,9 @@ def train(runner: Any) -> dict[str, Any]:
     if opts.max_steps is not None:
         total_steps = min(total_steps, opts.max_steps)
 
-    model = runner.wrap(runner.build_model())
+    model = runner.build_model()
+    bind_model(dataset_transforms(dataset), model)   # what only the model knows (vision tokens per image)
+    model = runner.wrap(model)
     optimizer = runner.build_optimizer(model)
     scheduler = build_scheduler(optimizer, opts.lr_scheduler_type, total_steps, opts.warmup_ratio)
 

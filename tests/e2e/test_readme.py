@@ -145,6 +145,8 @@ def test_commands_parse_with_the_real_parsers():
             if name in ("vla-train", "scripts/train.sh"):
                 ns = train_args(args)
                 assert (REPO / ns.config).is_file(), f"config {ns.config} does not exist"
+                import trainer.runners  # noqa: F401 - registers the runner types, as vla-train does
+
                 Config.fromfile(REPO / ns.config, ns.cfg_options)  # every override names a real key
             elif name == "scripts/eval.sh":
                 config, _checkpoint, *rest = args

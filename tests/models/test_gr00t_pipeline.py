@@ -79,7 +79,7 @@ def test_image_token_count_comes_from_the_model(tiny_cfg):
     """The guide's GR00T transforms write no tokens_per_image: the trainer and the server bind the model's."""
     from vla.config import build as build_cfg
     from vla.data.transforms import ProcessPromptsWithImage
-    from trainer.runners import bind_to_model
+    from vla.data.binding import bind_model, dataset_transforms
 
     model = build_cfg(tiny_cfg["model"])
     tok = dict(tiny_cfg.runner["tokenizer"])
@@ -93,7 +93,7 @@ def test_image_token_count_comes_from_the_model(tiny_cfg):
     class Whole:
         datasets = [Part()]
 
-    bind_to_model(Whole(), model)
+    bind_model(dataset_transforms(Whole()), model)
     out = t({"prompt": "pick it up"})
     image_token = model.vlm_backbone.image_token_index
     assert model.tokens_per_image == 4

@@ -23,7 +23,7 @@ EVAL = frozenset({"type", "task_suite_name", "model_family", "eval_chunk_size", 
                   "num_trials_per_task", "num_steps_wait", "seed", "dataset", "denormalize_action",
                   "max_steps", "tasks", "workers", "shard", "video", "render", "renderer", "episode_timeout_s",
                   "retries", "request_timeout_s", "server_retries", "ready_timeout_s", "threads_per_worker",
-                  "progress", "dimensions"})
+                  "progress", "dimensions", "keep_errors"})
 EVAL_DATASET = frozenset({"type", "transforms"})
 CUSTOM_IMPORTS = frozenset({"imports", "allow_failed_imports"})
 # The one type each data-read section may name (not registered: nothing builds them).

@@ -31,3 +31,19 @@ def bind_statistics(transforms: Iterable[Any], statistics: DatasetStatistics, *,
         bind = getattr(t, "bind", None)
         if bind is not None:
             bind(statistics=statistics, state_dim=state_dim)
+
+
+def bind_model(transforms: Iterable[Any], model: Any) -> None:
+    """Give the transforms what only the model knows: the vision tokens per image (GR00T's Eagle),
+    so the guide's configs need not write `tokens_per_image`. Training and serving both call it."""
+    tokens = getattr(model, "tokens_per_image", None)
+    if tokens is None:
+        return
+    for t in transforms:
+        if hasattr(t, "bind_model"):
+            t.bind_model(tokens_per_image=tokens)
+
+
+def dataset_transforms(dataset: Any) -> list[Any]:
+    """The transforms of a training dataset and of the datasets it wraps (`datasets`)."""
+    return [t for part in getattr(dataset, "datasets", [dataset]) for t in getattr(part, "transforms", [])]
