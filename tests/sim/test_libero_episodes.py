@@ -160,15 +160,33 @@ def test_server_restart_mid_run_loses_nothing(libero, tmp_path):
 
 
 class _Failing(NoopPolicy):
+    """Answers warm-up (a failed warm-up would keep the server from ever being ready), then refuses
+    every request with RESOURCE_EXHAUSTED."""
+
+    warmed_up = False
+
+    def warmup_observation(self):
+        self.warmed_up = False
+        return super().warmup_observation()
+
     def infer_batch(self, observations):
+        if not self.warmed_up:
+            return super().infer_batch(observations)
         return [PolicyError(ErrorCode.RESOURCE_EXHAUSTED, "queue full") for _ in observations]
+
+
+def _start_failing():
+    policy = _Failing(chunk_length=10)
+    server = start_policy_server(policy=policy)
+    policy.warmed_up = True   # start_policy_server returns once warm-up is done and the server is ready
+    return server
 
 
 def test_server_errors_are_counted_apart_never_as_failures(libero, tmp_path):
     """RESOURCE_EXHAUSTED says nothing about the policy: retried, recorded apart, out of the rate.
     (A server error that is the policy's, such as INTERNAL, is a failure: tests/sim/test_openpi_peer.py.)"""
     d = demo()
-    server = start_policy_server(policy=_Failing(chunk_length=10))
+    server = _start_failing()
     try:
         result = run_eval(cfg(d, num_trials_per_task=2, retries=1, server_retries=0), server_url(server, "http"),
                           tmp_path, log=lambda m: None)
