@@ -24,26 +24,7 @@ import logging
 import sys
 from pathlib import Path
 
-
-def _int_list(text: str) -> list[int]:
-    """`0,3` or ranges `0-99,200` (inclusive)."""
-    out: list[int] = []
-    try:
-        for part in (x.strip() for x in text.split(",")):
-            if "-" in part.lstrip("-"):
-                lo, hi = (int(v) for v in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                out += range(lo, hi + 1)
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers or ranges (0-99), got {text!r}") from None
-    return out
-
-
-def _word_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+from sim_client.args import int_list, word_list
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run an in-worker policy instead of a server: `expert`, the scripted expert")
     p.add_argument("--out", required=True, help="output directory (results.jsonl, summary.json, videos/)")
     p.add_argument("--config", help="config file whose `eval` section gives the defaults")
-    p.add_argument("--tasks", type=_int_list, help="task ids, e.g. 0,3 or 0-99 (default: all)")
-    p.add_argument("--dimension", type=_word_list, dest="dimensions",
+    p.add_argument("--tasks", type=int_list, help="task ids, e.g. 0,3 or 0-99 (default: all)")
+    p.add_argument("--dimension", type=word_list, dest="dimensions",
                    help="robustness suites: only these perturbation dimensions, e.g. camera,noise")
     p.add_argument("--trials", type=int, help="trials per task (default 50; LIBERO-plus: 1)")
     p.add_argument("--workers", type=int, default=1, help="simulator processes (each ~2.6 GB RAM)")
@@ -168,8 +149,8 @@ def cmd_merge(argv: list[str]) -> int:
     p.add_argument("shards", nargs="+")
     p.add_argument("--suite", help="with --trials/--tasks: list the episodes no shard recorded")
     p.add_argument("--trials", type=int, help="as the run had (default 50; LIBERO-plus: 1)")
-    p.add_argument("--tasks", type=_int_list)
-    p.add_argument("--dimension", type=_word_list, dest="dimensions")
+    p.add_argument("--tasks", type=int_list)
+    p.add_argument("--dimension", type=word_list, dest="dimensions")
     args = p.parse_args(argv)
     expected = None
     try:

@@ -201,13 +201,13 @@ def _progress(total: int, enabled: bool):
 def build_parser():
     import argparse
 
-    from sim_client.cli import _int_list
+    from sim_client.args import int_list
 
     p = argparse.ArgumentParser(prog="sim_client record",
                                 description="record a LeRobot v2.1 dataset of scripted-expert demonstrations")
     p.add_argument("--suite", required=True, help="LIBERO suite, e.g. libero_object")
     p.add_argument("--policy", choices=("expert",), default="expert", help="who acts: the scripted expert")
-    p.add_argument("--tasks", type=_int_list, help="task ids, e.g. 0,5 (default: all)")
+    p.add_argument("--tasks", type=int_list, help="task ids, e.g. 0,5 (default: all)")
     p.add_argument("--episodes-per-task", type=int, required=True)
     p.add_argument("--out", required=True, help="dataset root (a rerun resumes it)")
     p.add_argument("--workers", type=int, default=2, help="simulator processes (each ~2.6 GB RAM)")
