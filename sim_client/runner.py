@@ -52,6 +52,11 @@ class EvalConfig:
             raise SimClientError(f"{path}: no `eval` section (expected eval = dict(task_suite_name=..., ...))")
         known = {f for f in cls.__dataclass_fields__}
         section = {k: v for k, v in dict(cfg["eval"]).items() if k in known}
+        # The config schema has checked every key; these belong to the server, which owns every
+        # model-specific step (`model_family` included: the server's model type decides).
+        unused = sorted(k for k in dict(cfg["eval"]) if k not in known and k != "type")
+        if unused:
+            _logger.info("%s: eval keys %s are the policy server's, not used by the sim client", path, unused)
         section.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**section)
 
