@@ -32,7 +32,8 @@ def main() -> int:
     p.add_argument("--renderer", default="auto")
     args = p.parse_args()
 
-    from sim_client.expert import ExpertPolicy, check_tasks
+    from sim_client.expert import ExpertPolicy
+    from sim_client.expert_goals import check_tasks
     from sim_client.runner import EvalConfig, run_eval
 
     tasks = [int(t) for t in args.tasks.split(",")] if args.tasks else None

@@ -100,7 +100,8 @@ def cmd_run(argv: list[str]) -> int:
         cfg = _config(args)
         policy = args.server
         if args.policy == "expert":
-            from sim_client.expert import ExpertPolicy, check_tasks
+            from sim_client.expert import ExpertPolicy
+            from sim_client.expert_goals import check_tasks
 
             for suite in cfg.suites():
                 check_tasks(suite, cfg.tasks)  # refuse uncovered tasks before any worker starts

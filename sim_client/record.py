@@ -64,7 +64,8 @@ class _Recorder:
 
     def episode(self, task_id: int, episode: int) -> tuple[str, dict[str, np.ndarray], dict[str, Any]]:
         from sim_client.env import NOOP_ACTION, LiberoEnv
-        from sim_client.expert import Expert, plan_task
+        from sim_client.expert import Expert
+        from sim_client.expert_goals import plan_task
         from sim_client.suites import get_tasks, max_steps
         from vla.data.libero import ACTION_KEY, IMAGE_KEY, STATE_KEY, WRIST_IMAGE_KEY, noop_mask
         from vla.libero import AGENTVIEW_KEY, WRIST_KEY, libero_state, rotate_180
@@ -124,7 +125,7 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_object", tas
                    resolution: int = 256, max_steps: int | None = None, renderer: str = "auto",
                    progress: bool = True, log: Callable[[str], None] = _logger.info) -> dict[str, Any]:
     """Record (or finish recording) the expert dataset at `root`; returns counts and timings."""
-    from sim_client.expert import check_tasks
+    from sim_client.expert_goals import check_tasks
     from sim_client.render import choose_renderer, environ, worker_env
     from sim_client.suites import ensure_libero_config, get_tasks
     from vla.data.libero import LIBERO_FPS, libero_features

@@ -22,7 +22,7 @@ Each domain error also keeps the builtin base it has always had (`ValueError` fo
     EngineError               policy_server         ValueError
     WarmupError               policy_server         RuntimeError
     SimClientError            sim_client            ValueError
-    ExpertUnsupported         sim_client.expert     ValueError (a SimClientError)
+    ExpertUnsupported         sim_client.expert_goals  ValueError (a SimClientError)
     ExpertFailed              sim_client.record     RuntimeError
     LiberoNotInstalled        sim_client            RuntimeError
     DemoError                 demo                  RuntimeError

@@ -19,7 +19,7 @@ BDDL = """(define (problem p) (:domain robosuite)
 
 
 def test_goal_atoms_from_bddl_text():
-    from sim_client.expert import goal_predicates
+    from sim_client.expert_goals import goal_predicates
 
     assert goal_predicates(BDDL) == [["in", "a_1", "b_1_contain_region"], ["on", "b_1", "plate_1"]]
     assert goal_predicates("(:goal (Open drawer_1_top_region))") == [["open", "drawer_1_top_region"]]
@@ -31,7 +31,7 @@ def test_covered_and_refused_tasks():
     reason = libero_missing()
     if reason:
         pytest.skip(reason)
-    from sim_client.expert import ExpertUnsupported, PickPlace, check_tasks, plan_task
+    from sim_client.expert_goals import ExpertUnsupported, PickPlace, check_tasks, plan_task
     from sim_client.suites import get_tasks
 
     assert plan_task(get_tasks("libero_object")[0]) == [PickPlace("in", "alphabet_soup_1", "basket_1_contain_region")]
