@@ -3,7 +3,7 @@
 The names below are imported on first use (PEP 562), so a torch-free process (the simulator's
 dataset recorder) can use the reader and writer without loading torch. The data types the
 configs name (ProcessParquetInputs, ParquetPrompter, ProcessPrompts, ProcessPromptsWithImage,
-PretrainedTokenizer, ResizeImages, NormalizeImages, NormalizeStatesAndActions, ParquetDataset,
+PretrainedTokenizer, ResizeImages, RandomShiftImages, NormalizeImages, NormalizeStatesAndActions, ParquetDataset,
 DistributedRepeatingDataset, DictCollator, and the eval transforms ProcessLiberoEvalInputs,
 TransformImage, LiberoPromptFromInputs, LiberoProprioFromInputs, DenormalizeLiberoAction) register with `vla.config.register` when their
 modules are imported; the registry imports those modules on a lookup miss.
@@ -30,6 +30,7 @@ _EXPORTS = {
     "ProcessPrompts": "vla.data.transforms",
     "ProcessPromptsWithImage": "vla.data.transforms",
     "ResizeImages": "vla.data.transforms",
+    "RandomShiftImages": "vla.data.transforms",
     "DenormalizeLiberoAction": "vla.data.eval_transforms",
     "LiberoPromptFromInputs": "vla.data.eval_transforms",
     "LiberoProprioFromInputs": "vla.data.eval_transforms",

@@ -70,3 +70,18 @@ def normalize_images(images, means: Sequence, stds: Sequence) -> np.ndarray:
     np.subtract(stack.transpose(0, 3, 1, 2), mean[:, :, None, None], out=out, casting="unsafe")
     out *= (1.0 / std)[:, :, None, None]
     return out
+
+
+def random_shift_images(images, pad: int, generator: torch.Generator | None = None) -> np.ndarray:
+    """DrQ-style shift augmentation: pad each uint8 [N, H, W, 3] image by `pad` pixels (edge
+    replicated) and crop an H×W window at a random offset, drawn per camera from `generator`
+    (torch's default RNG if None: in a DataLoader worker, the worker's seeded RNG)."""
+    stack = as_image_stack(images)
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    if pad == 0:
+        return stack
+    n, h, w, _ = stack.shape
+    padded = np.pad(stack, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
+    return np.stack([padded[i, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])

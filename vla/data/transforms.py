@@ -7,6 +7,7 @@ A sample from `ParquetDataset` flows through them in config order:
     ProcessPrompts /
     ProcessPromptsWithImage     `prompt` -> `lang_tokens` int64 [L], `lang_masks` bool [L]
     ResizeImages                `images` -> uint8 [N, h, w, 3]
+    RandomShiftImages           (training only) `images` shifted by up to ±pad pixels per camera
     NormalizeImages             `images` -> float32 [N, 3, h, w]
     NormalizeStatesAndActions   `states` [S'], `actions` [T, A'] normalised and padded, `action_masks`
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from vla.config import build, register
 from vla.data.errors import DatasetError, TransformError, require
-from vla.data.image_ops import normalize_images, resize_images
+from vla.data.image_ops import normalize_images, random_shift_images, resize_images
 from vla.data.prompts import ImagePromptTokenizer, PromptTokenizer, build_prompt
 from vla.normalize import DatasetStatistics, FeatureStats, Normalizer
 from vla.run_info import PromptSettings
@@ -147,6 +148,26 @@ class ResizeImages:
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         data["images"] = resize_images(require(data, "images", "ResizeImages"), self.height, self.width)
+        return data
+
+
+@register
+class RandomShiftImages:
+    """Training augmentation: shift every camera image by a random offset of up to ±`pad` pixels
+    (edge-padded, then cropped back to its size), a fresh offset per camera and sample.
+
+    Small-data behaviour cloning from pixels overfits to exact pixel positions; random shifts
+    (DrQ, Kostrikov et al. 2020) are the standard remedy. Place it after ResizeImages (the pad is
+    in pixels of the resized image) and before NormalizeImages; it belongs to training only, the
+    eval pipeline has no counterpart. `pad=0` turns it off."""
+
+    def __init__(self, pad: int = 4):
+        if int(pad) != pad or pad < 0:
+            raise ValueError(f"RandomShiftImages: pad must be a non-negative integer, got {pad!r}")
+        self.pad = int(pad)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        data["images"] = random_shift_images(require(data, "images", "RandomShiftImages"), self.pad)
         return data
 
 
