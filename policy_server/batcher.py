@@ -371,7 +371,7 @@ class Batcher:
             if len(outputs) != len(live):
                 raise RuntimeError(f"policy returned {len(outputs)} results for a batch of {len(live)}")
         except PolicyError as exc:
-            return [(item, PolicyError(exc.code, exc.message, item.request_id)) for item in live]
+            return [(item, exc.for_request(item.request_id)) for item in live]
         except Exception:
             ids = ",".join(item.request_id for item in live)
             log.exception("policy failed on a batch of %d (request ids: %s)", len(live), ids)
@@ -386,7 +386,7 @@ class Batcher:
         outcomes: list[tuple[_Item, Reply | PolicyError]] = []
         for item, out in zip(live, outputs):
             if isinstance(out, PolicyError):
-                outcomes.append((item, PolicyError(out.code, out.message, item.request_id)))
+                outcomes.append((item, out.for_request(item.request_id)))
                 continue
             queue_s = max(started - item.enqueued, 0.0)
             if self.metrics is not None:

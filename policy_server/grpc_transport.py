@@ -3,7 +3,9 @@
 Each RPC runs on a grpc worker thread that blocks on the shared batcher. The token is read
 from the `authorization` metadata; health and reflection stay open (probes carry no token).
 Messages over the limit (`--max-message-bytes`) get RESOURCE_EXHAUSTED naming the limit and
-the flag; grpc itself refuses messages over twice the limit before they are buffered.
+the flag, with trailing metadata saying it is not retryable (errors.GRPC_REASON_KEY); grpc itself
+refuses messages over twice the limit before they are buffered ("Received message larger than
+max", which clients know as the same reason).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class _Servicer:
         self.service = service
 
     def _abort(self, context: grpc.ServicerContext, err: PolicyError, request_id: str):
-        context.set_trailing_metadata(((protocol.REQUEST_ID_HEADER, request_id),))
+        context.set_trailing_metadata(((protocol.REQUEST_ID_HEADER, request_id), *err.grpc_trailers()))
         context.abort(err.grpc_status(), err.message)
 
     def Infer(self, raw: bytes, context):

@@ -3,8 +3,8 @@ and openpi's websocket protocol at `/`.
 
 Websocket (openpi-compatible): the first frame is the ServerInfo (msgpack-numpy); then each
 binary request frame gets a binary reply frame. An error is a text frame holding
-`{"code", "message", "request_id"}` as JSON and the connection stays open. Frames over the
-limit (`--max-message-bytes`, 8 MiB by default) get RESOURCE_EXHAUSTED naming the limit and the
+`{"code", "message", "retryable", "request_id"}` as JSON and the connection stays open. Frames over the
+limit (`--max-message-bytes`, 8 MiB by default) get RESOURCE_EXHAUSTED (not retryable) naming the limit and the
 flag; frames over twice the limit are cut off by the protocol layer (close code 1009), so a
 hostile peer cannot make the server buffer unbounded data.
 

@@ -10,7 +10,8 @@ success rate's denominator and records its reason.
 
 Infrastructure errors are only what says nothing about the policy: the simulator crashing or
 raising, a lost or refused connection, a deadline passing, and the server saying it cannot take
-the request now (UNAVAILABLE, RESOURCE_EXHAUSTED). Those are retried and recorded apart.
+the request now (UNAVAILABLE, RESOURCE_EXHAUSTED). Those are retried and recorded apart; one the
+server marks not retryable (a request over its size limit) is recorded without a retry.
 """
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ by a worker killed mid-read). Episodes of the task a worker already has loaded g
 so envs are reused across a task's trials. A worker that dies (segfault, OOM kill) or runs past
 `episode_timeout_s` is killed and replaced, and its episode retried; so is an episode that came
 back with an infrastructure error. After `retries` retries the episode is recorded with its
-error — never as a policy failure, never dropped.
+error — never as a policy failure, never dropped. An error the server marked not retryable (a
+request over its size limit, a wrong token: the same request can never succeed) is recorded
+after its first attempt (`retryable: false` on its line); a resume still re-runs it.
 """
 from __future__ import annotations
 
@@ -125,7 +127,7 @@ class WorkerPool:
                             continue  # died: handled through its sentinel
                         ep = slot.episode
                         slot.episode = None
-                        if line.get("error"):
+                        if line.get("error") and line.get("retryable") is not False:
                             n = failed_attempt(ep, line["error"])
                             if n is None:
                                 continue

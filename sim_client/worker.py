@@ -2,7 +2,8 @@
 
 Runs in a spawned subprocess (MuJoCo/GL state must not be forked). Messages over its Pipe:
 parent → worker: `("episode", dict)` or `("stop",)`;
-worker → parent: `("result", line)` with `error` set for infrastructure failures (retried) and
+worker → parent: `("result", line)` with `error` set for infrastructure failures (retried, unless the line says
+`retryable: false`) and
 `failure` set when the policy's reply ended the episode (final: sim_client.contract).
 """
 from __future__ import annotations
@@ -114,6 +115,8 @@ class WorkerState:
                 line["video"] = f"videos/{name}"
         except PolicyError as exc:
             line["error"] = f"server: {exc}"
+            if not exc.retryable:   # e.g. a request over the server's size limit: the pool records it at once
+                line["retryable"] = False
             if self.policy is not None:
                 self.policy.close()
             self.policy = None

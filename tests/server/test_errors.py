@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.error
 import urllib.request
 
 import msgpack
@@ -17,7 +18,7 @@ from policy_server.service import ServiceConfig
 from tests.server.conftest import TRANSPORTS, client, start_server
 from vla.wire import protocol
 from vla.wire._gen import policy_pb2
-from vla.wire.errors import ErrorCode, PolicyError
+from vla.wire.errors import TOO_LARGE, ErrorCode, PolicyError, RequestTooLarge
 
 NOOP = np.tile([0, 0, 0, 0, 0, 0, -1], (5, 1))
 
@@ -154,6 +155,43 @@ def test_oversize_frame_is_resource_exhausted(small_frame_server, transport):
         err = _expect(c, big, ErrorCode.RESOURCE_EXHAUSTED)
         assert "over the limit of 64000 bytes" in err.message and "--max-message-bytes" in err.message
         assert c.infer(example_observation(16, 16))["actions"].shape == (5, 7)
+
+
+@pytest.mark.parametrize("side", [128, 400])   # under twice the limit (our handler), over it (the protocol layer)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_oversize_request_is_never_retried(small_frame_server, transport, side):
+    """RESOURCE_EXHAUSTED for a request over the cap (gRPC's standard code; HTTP 413) says on the
+    wire that it is not retryable, and the client raises it after one attempt, however many
+    retries it may make: the same request can never fit."""
+    from policy_server.schema import example_observation
+
+    with client(small_frame_server, transport, retries=3, backoff_s=0.01) as c:
+        attempts = []
+        send = c._infer
+        c._infer = lambda obs, rid: attempts.append(rid) or send(obs, rid)
+        with pytest.raises(RequestTooLarge) as err:
+            c.infer(example_observation(side, side))
+        assert err.value.code is ErrorCode.RESOURCE_EXHAUSTED and err.value.reason == TOO_LARGE
+        assert err.value.retryable is False
+        assert len(attempts) == 1, f"the client retried a request over the size limit {len(attempts)} times"
+        assert "--max-message-bytes" in err.value.message or "too big" in err.value.message, err.value.message
+        assert c.infer(example_observation(16, 16))["actions"].shape == (5, 7)   # and it still serves
+
+
+def test_oversize_error_wire_form_says_not_retryable(small_frame_server):
+    """The HTTP body names the reason and `retryable: false`; a full queue's RESOURCE_EXHAUSTED
+    stays retryable."""
+    req = urllib.request.Request(f"http://127.0.0.1:{small_frame_server.http_port}{protocol.INFER_PATH}",
+                                 data=msgpack.packb({"x": b"0" * 100_000}), method="POST",
+                                 headers={"Content-Type": protocol.JSON_CONTENT_TYPE})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 413
+    body = json.loads(err.value.read())["error"]
+    assert body["code"] == "RESOURCE_EXHAUSTED" and body["retryable"] is False and body["reason"] == TOO_LARGE
+    assert PolicyError.from_dict(body).retryable is False and isinstance(PolicyError.from_dict(body), RequestTooLarge)
+    full = PolicyError(ErrorCode.RESOURCE_EXHAUSTED, "queue is full")
+    assert full.retryable and full.to_dict()["retryable"] is True and PolicyError.from_dict(full.to_dict()).retryable
 
 
 @pytest.fixture(scope="module")

@@ -216,6 +216,28 @@ def test_server_errors_are_counted_apart_never_as_failures(libero, tmp_path):
     assert again.summary["rerun_errors"] == 2 and again.summary["overall"]["errors"] == 0
 
 
+def test_request_over_the_size_limit_is_not_retried(libero, tmp_path):
+    """A request over the server's --max-message-bytes (RESOURCE_EXHAUSTED, HTTP 413) can never
+    succeed: neither the client's call retries nor the pool's episode retries send it again; the
+    episode is recorded once with the error, apart from the policy's failures."""
+    d = demo()
+    server = start_policy_server("noop")
+    server.service.config.max_message_bytes = 64_000   # a LIBERO request (two 256x256 frames) is ~0.4 MB
+    sizes = []
+    check = server.service.check_size
+    server.service.check_size = lambda n: sizes.append(n) or check(n)
+    try:
+        result = run_eval(cfg(d, retries=2, server_retries=3), server_url(server, "http"), tmp_path,
+                          log=lambda m: None)
+    finally:
+        server.stop()
+    (line,) = read_results(tmp_path / "results.jsonl")
+    assert "RESOURCE_EXHAUSTED" in line["error"] and "--max-message-bytes" in line["error"], line["error"]
+    assert line["retryable"] is False and line["attempts"] == 1 and line["failure"] is None
+    assert len(sizes) == 1 and sizes[0] > 64_000, f"the request over the limit was sent {len(sizes)} times"
+    assert result.stats["retries"] == 0 and result.summary["overall"]["errors"] == 1
+
+
 def test_interrupted_run_resumes_without_loss_or_duplicates(libero, tmp_path):
     d = demo()
     server = start_policy_server("noop")

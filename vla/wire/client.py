@@ -8,7 +8,10 @@
 
 Every call has a deadline. Connection failures are retried with exponential backoff (the
 server may be restarting) up to `retries` times, then raise PolicyError(UNAVAILABLE).
-Errors the server reports carry its code; only retryable codes are retried.
+Errors the server reports carry its code; only retryable ones are retried: the code's default
+(errors.RETRYABLE) unless the error says otherwise on the wire. A request over the server's size
+limit is RESOURCE_EXHAUSTED (HTTP 413, websocket close 1009 past twice the limit) and never
+retried: it raises RequestTooLarge at once.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vla.wire import codec, protocol
-from vla.wire.errors import HTTP_STATUS, ErrorCode, PolicyError
+from vla.wire.errors import HTTP_STATUS, ErrorCode, PolicyError, RequestTooLarge
 from vla.wire.server_info import ServerInfo
 
 
@@ -169,7 +172,8 @@ class GrpcPolicyClient(PolicyClient):
             name = code.name if code is not None else "UNAVAILABLE"
             if name not in ErrorCode.__members__:
                 name = "INTERNAL"
-            raise PolicyError(name, exc.details() or name, request_id) from None
+            trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+            raise PolicyError.from_grpc(name, exc.details() or name, trailers, request_id) from None
 
     def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
         reply = self._call("InferRaw", protocol.encode_infer_request(obs, request_id), request_id)
@@ -220,6 +224,9 @@ def _ws_legacy_kwargs() -> dict[str, Any]:
     return {"legacy": True} if "legacy" in inspect.signature(ws_connect).parameters else {}
 
 
+WS_CLOSE_TOO_BIG = 1009   # websocket close code "message too big"
+
+
 class WebsocketPolicyClient(PolicyClient):
     """openpi's websocket protocol; also talks to an openpi policy server."""
 
@@ -261,7 +268,16 @@ class WebsocketPolicyClient(PolicyClient):
             raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, f"no reply from {self.url} in {self.timeout_s}s") from None
         except ConnectionClosed as exc:
             self._reset()
-            raise PolicyError(ErrorCode.UNAVAILABLE, f"connection to {self.url} closed: {exc}") from None
+            raise self._closed(exc) from None
+
+    def _closed(self, exc: Any) -> PolicyError:
+        """A closed connection is UNAVAILABLE (retry), unless the server closed it for a frame
+        too big (1009): the same frame can never be taken."""
+        rcvd = getattr(exc, "rcvd", None)
+        if rcvd is not None and rcvd.code == WS_CLOSE_TOO_BIG:
+            return RequestTooLarge(f"the server at {self.url} closed the connection: the request frame is "
+                                   f"too big ({exc})")
+        return PolicyError(ErrorCode.UNAVAILABLE, f"connection to {self.url} closed: {exc}")
 
     def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
         from websockets.exceptions import ConnectionClosed
@@ -271,7 +287,7 @@ class WebsocketPolicyClient(PolicyClient):
             ws.send(codec.packb(obs))
         except ConnectionClosed as exc:
             self._reset()
-            raise PolicyError(ErrorCode.UNAVAILABLE, f"connection to {self.url} closed: {exc}") from None
+            raise self._closed(exc) from None
         frame = self._recv()
         if isinstance(frame, str):
             try:
@@ -364,6 +380,8 @@ class HttpPolicyClient(PolicyClient):
             body = codec.unpackb(payload) if ctype.startswith(protocol.MSGPACK_CONTENT_TYPE) else json.loads(payload)
             return PolicyError.from_dict(body["error"])
         except Exception:
+            if status == 413:
+                return RequestTooLarge(f"HTTP 413: {payload[:200]!r}", request_id)
             code = next((c for c, s in HTTP_STATUS.items() if s == status), ErrorCode.INTERNAL)
             return PolicyError(code, f"HTTP {status}: {payload[:200]!r}", request_id)
 

@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from vla.wire.errors import ErrorCode, PolicyError
+from vla.wire.errors import ErrorCode, PolicyError, RequestTooLarge
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _REFUSED_KINDS = ("V", "O", "c")
@@ -74,16 +74,15 @@ def packb(obj: Any, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
     """Encode `obj` (dicts, lists, str, numbers, numpy arrays and scalars)."""
     data = msgpack.packb(obj, default=_pack_default, use_bin_type=True)
     if max_bytes is not None and len(data) > max_bytes:
-        raise PolicyError(ErrorCode.RESOURCE_EXHAUSTED,
-                          f"encoded frame is {len(data)} bytes, over the limit of {max_bytes}")
+        raise RequestTooLarge(f"encoded frame is {len(data)} bytes, over the limit of {max_bytes}")
     return data
 
 
 def unpackb(data: bytes, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> Any:
-    """Decode a frame; malformed or oversize input raises PolicyError(INVALID_ARGUMENT / RESOURCE_EXHAUSTED)."""
+    """Decode a frame; malformed input raises PolicyError(INVALID_ARGUMENT), oversize input
+    RequestTooLarge (RESOURCE_EXHAUSTED, not retryable)."""
     if max_bytes is not None and len(data) > max_bytes:
-        raise PolicyError(ErrorCode.RESOURCE_EXHAUSTED,
-                          f"frame is {len(data)} bytes, over the limit of {max_bytes}")
+        raise RequestTooLarge(f"frame is {len(data)} bytes, over the limit of {max_bytes}")
     try:
         return msgpack.unpackb(data, object_hook=_unpack_hook, raw=False, strict_map_key=False)
     except PolicyError:

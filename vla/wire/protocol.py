@@ -11,13 +11,14 @@ HTTP (default port 8000)
     `GET /v1/info`    the ServerInfo as JSON.
     `GET /healthz`    200 while the process is up; `GET /readyz` 200 once warmed up and not draining.
     `GET /metrics`    Prometheus text format.
-    Errors: the HTTP status of the code (errors.HTTP_STATUS) and a body `{"error": {...}}`.
+    Errors: the HTTP status of the code (errors.HTTP_STATUS; 413 for a request over the size
+    limit) and a body `{"error": {"code", "message", "retryable", "request_id", "reason"?}}`.
 Websocket (same port, path `/`), openpi's protocol
     The server's first frame is the ServerInfo (binary, msgpack-numpy); a client is ready to
     send once it has arrived, and asks `ready_path` too when the ServerInfo names one. Each request is a
     binary frame holding the observation; each reply a binary frame holding the action dict.
-    An error is a *text* frame holding `{"code", "message", "request_id"}` as JSON (openpi's
-    client raises on any text frame); the connection stays open.
+    An error is a *text* frame holding `{"code", "message", "retryable", "request_id"}` as JSON
+    (openpi's client raises on any text frame); the connection stays open.
 
 Authentication: `Authorization: Bearer <token>` or openpi's `Authorization: Api-Key <token>`.
 
