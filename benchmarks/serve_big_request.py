@@ -4,8 +4,11 @@ without a ~50 MB JSON request in flight.
 A `policy_server --scripted noop` (cap raised with --max-message-bytes so the big request is
 accepted) serves small LIBERO-size requests (two 256×256×3 cameras, openpi's keys) from
 concurrent websocket and HTTP clients, first alone, then while another client keeps posting a
-~50 MB JSON body (an 1800×1800 camera as nested lists) back to back. The server decodes and
-validates large bodies on its prep threads, so the event loop keeps answering the small ones.
+~50 MB JSON body (an 1800×1800 camera as nested lists) back to back. The server reads a body
+into one buffer allocated from its Content-Length (a large JSON one in shared memory), parses
+large JSON in a worker process below its own priority that reads that buffer in place, and
+validates and prepares large requests on its prep threads, so the event loop keeps answering the
+small ones.
 Goal: the small requests' p99 rises by at most 20 ms.
 
     .venv/bin/python benchmarks/serve_big_request.py [--requests 300] [--clients 4]

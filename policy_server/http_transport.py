@@ -25,7 +25,8 @@ from fastapi.responses import JSONResponse, Response
 
 from policy_server import metrics as metrics_mod
 from policy_server import schema
-from policy_server.service import PolicyService
+from policy_server.bodies import BodyTooLong, RequestBody
+from policy_server.service import OFFLOAD_BYTES, PolicyService
 from vla.wire import codec, protocol
 from vla.wire.errors import ErrorCode, PolicyError
 
@@ -43,17 +44,27 @@ def _error_response(err: PolicyError, msgpack_reply: bool) -> Response:
     return JSONResponse(body, status_code=err.http_status)
 
 
-async def _read_body(request: Request, service: PolicyService) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit():
-        service.check_size(int(length))
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > service.config.max_message_bytes:
-            raise service.too_big()
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _read_body(request: Request, service: PolicyService, use_json: bool) -> RequestBody:
+    """The body, refused by its Content-Length before any of it is read when that is over the cap,
+    read into one buffer (a large JSON one in shared memory for the parse process). Close it."""
+    header = request.headers.get("content-length")
+    length = int(header) if header is not None and header.isdigit() else None
+    if length is not None:
+        service.check_size(length)
+    body = RequestBody.open(length, service.config.max_message_bytes,
+                            shared=use_json and length is not None and length > OFFLOAD_BYTES)
+    try:
+        async for chunk in request.stream():
+            body.add(chunk)
+    except BodyTooLong as exc:
+        body.close()
+        if exc.args[0] > service.config.max_message_bytes:
+            raise service.too_big() from None
+        raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"body is longer than its Content-Length {length}") from None
+    except BaseException:
+        body.close()
+        raise
+    return body
 
 
 class _InferFastPath:
@@ -150,8 +161,11 @@ def build_app(service: PolicyService) -> _InferFastPath:
                 raise PolicyError(ErrorCode.INVALID_ARGUMENT,
                                   f"unsupported Content-Type {ctype!r}: use {protocol.MSGPACK_CONTENT_TYPE} "
                                   f"or {protocol.JSON_CONTENT_TYPE}")
-            body = await _read_body(request, service)
-            obs = await (service.adecode_json(body) if use_json else service.adecode(body, service.decode))
+            body = await _read_body(request, service, use_json)
+            try:
+                obs = await (service.adecode_json(body) if use_json else service.adecode(body.data(), service.decode))
+            finally:
+                body.close()
         except PolicyError as err:
             err.request_id = request_id
             service.record_error("http", err)

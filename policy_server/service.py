@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from policy_server import schema
 from policy_server.batcher import Batcher, BatcherConfig, Reply
+from policy_server.bodies import RequestBody, read_shared
 from policy_server.metrics import Metrics
 from policy_server.policy import Policy
 from vla.wire import codec, protocol
@@ -49,6 +50,12 @@ LIMIT_FLAG = "--max-message-bytes"
 # it is not the client just answered (the batcher tells them by connection) it then waits for that
 # one in the window and they batch together.
 LONE_LOOP_BUDGET_S = 0.020
+
+
+def _parse_process_init() -> None:
+    """The JSON parse process runs below the server's priority: a 50 MB body is seconds of CPU,
+    and on a machine with few cores it must not take them from the threads answering everyone else."""
+    os.nice(10)
 
 
 @dataclass
@@ -151,7 +158,7 @@ class PolicyService:
         return codec.unpackb(frame, max_bytes=None)
 
     @staticmethod
-    def offloaded(body: bytes) -> bool:
+    def offloaded(body: Any) -> bool:
         """Whether this body is decoded, validated and prepared off the event loop."""
         return len(body) > OFFLOAD_BYTES
 
@@ -161,17 +168,23 @@ class PolicyService:
             return parse(body)
         return await asyncio.wrap_future(self._prep_pool.submit(parse, body))
 
-    async def adecode_json(self, body: bytes) -> Any:
+    async def adecode_json(self, body: RequestBody) -> Any:
         """A JSON body as an observation. A large one is parsed in a worker process: json.loads and
         turning nested lists into arrays hold the GIL throughout (seconds for 50 MB), which would
-        stall every thread of this process, the event loop included."""
+        stall every thread of this process, the event loop included. It reads a body in shared
+        memory in place (policy_server/bodies.py); the caller closes the body afterwards."""
         if not self.offloaded(body):
-            return schema.parse_json(body)
+            return schema.parse_json(body.data())
         with self._parse_lock:
             if self._parse_procs is None:
                 self._parse_procs = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return await asyncio.wrap_future(self._parse_procs.submit(schema.parse_json, body))
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_parse_process_init)
+        if body.shared:
+            job = self._parse_procs.submit(read_shared, body.name, len(body), schema.parse_json)
+        else:
+            job = self._parse_procs.submit(schema.parse_json, body.data())
+        return await asyncio.wrap_future(job)
 
     # -- requests ------------------------------------------------------------------
     @staticmethod

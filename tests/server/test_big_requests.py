@@ -5,14 +5,16 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import os
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from policy_server import schema
+from policy_server import bodies, schema
 from policy_server.scripted import make_scripted
 from policy_server.service import OFFLOAD_BYTES, ServiceConfig
 from tests.server.conftest import client, start_server
@@ -113,3 +115,57 @@ def test_large_websocket_frame_is_answered(server):
     with client(server, "ws") as c:
         np.testing.assert_array_equal(c.infer(obs)["actions"], NOOP)
         np.testing.assert_array_equal(c.infer(schema.example_observation(32, 32))["actions"], NOOP)
+
+
+def _shm_segments() -> set[str]:
+    return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith("psm_")} if Path("/dev/shm").is_dir() else set()
+
+
+def test_large_json_body_goes_to_the_parser_in_shared_memory(server):
+    """The body is read into one buffer in shared memory, which the parse process reads in place
+    (no copy pickled through a pipe), and the segment is gone afterwards, also when parsing fails;
+    the parse process runs below the server's priority."""
+    before = _shm_segments()
+    seen = []
+    real = bodies.RequestBody.open
+
+    def spy(length, max_bytes, *, shared=False):
+        body = real(length, max_bytes, shared=shared)
+        seen.append(body.shared)
+        return body
+
+    import policy_server.http_transport as http_transport
+    mp = pytest.MonkeyPatch()
+    mp.setattr(http_transport.RequestBody, "open", staticmethod(spy))
+    try:
+        status, reply = _post_json(server, _json_body(400))
+        assert status == 200 and np.array_equal(reply["actions"], NOOP)
+        status, reply = _post_json(server, _json_body(400)[:-10] + b" ]]]]]]]]]")
+        assert status == 400 and "malformed JSON body" in reply["error"]["message"]
+    finally:
+        mp.undo()
+    assert seen == [True, True]
+    assert _shm_segments() <= before, "a request's shared memory segment was left behind"
+    procs = server.service._parse_procs._processes
+    assert procs and all(os.getpriority(os.PRIO_PROCESS, pid) >= min(os.getpriority(os.PRIO_PROCESS, 0) + 10, 19)
+                         for pid in procs)
+
+
+def test_request_body_fills_one_buffer():
+    body = bodies.RequestBody.open(10, 100)
+    body.add(b"01234")
+    body.add(b"56789")
+    assert isinstance(body.data(), bytearray) and body.data() == b"0123456789" and len(body) == 10
+    with pytest.raises(bodies.BodyTooLong):
+        body.add(b"x")                       # past its Content-Length
+    body.close()
+    grown = bodies.RequestBody.open(None, 8)   # chunked: no length known, the cap still holds
+    grown.add(b"0123")
+    grown.add(b"4567")
+    assert grown.data() == b"01234567"
+    with pytest.raises(bodies.BodyTooLong):
+        grown.add(b"8")
+    shared = bodies.RequestBody.open(4, 100, shared=True)
+    shared.add(b"[1]\n")
+    assert bodies.read_shared(shared.name, len(shared), bytes) == b"[1]\n"
+    shared.close()
