@@ -14,6 +14,13 @@ only successful episodes are stored and a rerun records the same ones. After the
 (not recorded) every frame renders both cameras; LIBERO's no-op actions (no motion and the
 same gripper command as before, `vla.data.libero.noop_mask`) are executed but not stored.
 
+`action_noise` (DART, Laskey et al. 2017): the action executed is the expert's plus Gaussian
+noise of that standard deviation on the position and rotation dims (clipped to [-1, 1]; the
+gripper command is never perturbed), while the action stored is the expert's own. The expert is
+closed loop, so it corrects the drift, and the dataset shows the way back from states slightly
+off its path: the states a learned policy reaches once its own small errors add up. The noise
+comes from a generator seeded by the episode's reset seed, so a rerun records the same episodes.
+
 Episodes are simulated in spawned worker processes (one env each, reused across a task's
 episodes) and written by this process in plan order through `LeRobotWriter`, which makes an
 episode whole on disk before counting it; a rerun appends after the last whole episode, so an
@@ -57,8 +64,9 @@ class ExpertFailed(VLAError, RuntimeError):
 class _Recorder:
     """Worker side: one env at a time, reused for consecutive episodes of a task."""
 
-    def __init__(self, suite: str, seed: int, resolution: int, max_steps: int | None):
+    def __init__(self, suite: str, seed: int, resolution: int, max_steps: int | None, action_noise: float = 0.0):
         self.suite, self.seed, self.resolution, self.max_steps = suite, seed, resolution, max_steps
+        self.action_noise = float(action_noise)
         self.env = None
         self.task = None
 
@@ -84,6 +92,7 @@ class _Recorder:
             for t in range(NUM_STEPS_WAIT):
                 obs, _ = env.step(NOOP_ACTION, render=t == NUM_STEPS_WAIT - 1)
             expert = Expert(env.problem, goals)
+            noise = np.random.default_rng(reset_seed)
             agent, wrist, states, actions = [], [], [], []
             done = False
             while len(actions) < budget and not done:
@@ -92,7 +101,7 @@ class _Recorder:
                 wrist.append(rotate_180(obs[WRIST_KEY]))
                 states.append(libero_state(obs).astype(np.float32))
                 actions.append(action.astype(np.float32))
-                obs, done = env.step(action, render=True)
+                obs, done = env.step(perturb(action, self.action_noise, noise), render=True)
             if not done:
                 tried.append(reset_seed)
                 continue
@@ -106,12 +115,22 @@ class _Recorder:
                            f"{MAX_SEEDS} placements tried for episode {episode} (reset seeds {tried[0]}..{tried[-1]})")
 
 
+def perturb(action: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """The action to execute: `action` plus N(0, std) on the 6 arm dims, clipped to [-1, 1]; the
+    gripper command (dim 6) untouched. std 0 returns `action` itself."""
+    if std <= 0:
+        return action
+    out = np.array(action, dtype=np.float64)
+    out[:6] = np.clip(out[:6] + rng.normal(0.0, std, 6), -1.0, 1.0)
+    return out
+
+
 _RECORDER: _Recorder | None = None
 
 
-def _init_worker(suite: str, seed: int, resolution: int, max_steps: int | None) -> None:
+def _init_worker(suite: str, seed: int, resolution: int, max_steps: int | None, action_noise: float) -> None:
     global _RECORDER
-    _RECORDER = _Recorder(suite, seed, resolution, max_steps)
+    _RECORDER = _Recorder(suite, seed, resolution, max_steps, action_noise)
 
 
 def _record_one(item: tuple[int, int]):
@@ -123,7 +142,8 @@ def _record_one(item: tuple[int, int]):
 def record_dataset(root: str | os.PathLike, *, suite: str = "libero_object", tasks: Iterable[int] | None = None,
                    episodes_per_task: int = 10, workers: int = 2, seed: int = RECORD_SEED,
                    resolution: int = 256, max_steps: int | None = None, renderer: str = "auto",
-                   progress: bool = True, log: Callable[[str], None] = _logger.info) -> dict[str, Any]:
+                   action_noise: float = 0.0, progress: bool = True,
+                   log: Callable[[str], None] = _logger.info) -> dict[str, Any]:
     """Record (or finish recording) the expert dataset at `root`; returns counts and timings."""
     from sim_client.expert_goals import check_tasks
     from sim_client.render import choose_renderer, environ, worker_env
@@ -134,6 +154,9 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_object", tas
     if episodes_per_task < 1 or workers < 1:
         raise SimClientError(f"record_dataset: episodes_per_task and workers must be >= 1 "
                          f"(got {episodes_per_task}, {workers})")
+    if not 0.0 <= action_noise <= 1.0:
+        raise SimClientError(f"record_dataset: action_noise {action_noise} must be in [0, 1] (a standard "
+                             f"deviation in action units, which span [-1, 1])")
     if seed < 1000:
         raise SimClientError(f"record_dataset: seed {seed} is below 1000; evaluation resets with seed 7 and "
                          f"recordings must use disjoint reset seeds")
@@ -162,7 +185,8 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_object", tas
         chosen, _fps = choose_renderer(renderer)
         n = min(workers, len(todo))
         log(f"record: {len(todo)} expert episodes ({done} already on disk) of {suite} tasks {tasks}, "
-            f"{n} simulator process(es), renderer {chosen}")
+            f"{n} simulator process(es), renderer {chosen}"
+            + (f", executed actions perturbed by N(0, {action_noise}) (stored: the expert's)" if action_noise else ""))
         bar = _progress(len(todo), progress)
         frames = 0
         with environ(worker_env(chosen, threads=1)):  # spawned workers inherit it: MuJoCo reads MUJOCO_GL
@@ -170,7 +194,7 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_object", tas
             # One episode per hand-out: each lands on disk as soon as it is done (a block of episodes
             # would reach the parent only whole, so progress and resume would wait for it, and a worker
             # killed mid-block would take the block with it). Workers keep their env per task.
-            with ctx.Pool(n, initializer=_init_worker, initargs=(suite, seed, resolution, max_steps)) as pool:
+            with ctx.Pool(n, initializer=_init_worker, initargs=(suite, seed, resolution, max_steps, action_noise)) as pool:
                 for i, (task_id, episode, language, data, info) in enumerate(
                         pool.imap(_record_one, todo, chunksize=1), start=1):
                     index = writer.add_episode(data, task=language)
@@ -215,6 +239,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=RECORD_SEED, help=f"first reset seed (default {RECORD_SEED})")
     p.add_argument("--max-steps", type=int, help="step budget per episode (default: the suite's evaluation budget)")
     p.add_argument("--renderer", choices=("auto", "egl", "osmesa"), default="auto")
+    p.add_argument("--action-noise", type=float, default=0.0,
+                   help="std of the Gaussian noise added to the executed arm actions, not to the stored ones "
+                        "(DART: the data then shows how the expert recovers; default 0)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -228,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = record_dataset(args.out, suite=args.suite, tasks=args.tasks, episodes_per_task=args.episodes_per_task,
                              workers=args.workers, seed=args.seed, max_steps=args.max_steps,
-                             renderer=args.renderer, progress=not args.no_progress)
+                             renderer=args.renderer, action_noise=args.action_noise,
+                             progress=not args.no_progress)
     except VLAError as exc:  # bad input, an uncovered task, LIBERO missing, the expert failing a task
         print(f"sim_client record: {exc}", file=sys.stderr)
         return 1

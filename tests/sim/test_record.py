@@ -76,3 +76,28 @@ def test_record_refuses_an_uncovered_task_and_an_evaluation_seed(libero, tmp_pat
                                          "1", "--seed", "7", "--out", str(tmp_path / "d")),
                           capture_output=True, text=True, timeout=120, env=no_torch_env())
     assert seed.returncode == 1 and "disjoint reset seeds" in seed.stderr
+
+
+def test_action_noise_perturbs_the_executed_arm_action_only():
+    from sim_client.record import perturb
+
+    action = np.array([1.0, -0.2, 0.0, 0.05, 0.0, -0.01, -1.0])
+    assert perturb(action, 0.0, np.random.default_rng(0)) is action
+    a = perturb(action, 0.3, np.random.default_rng(5))
+    b = perturb(action, 0.3, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)            # the episode's seed fixes the noise: reruns record the same
+    assert a[6] == -1.0                             # the gripper command is never perturbed
+    assert np.all(np.abs(a[:6]) <= 1.0) and not np.allclose(a[:6], action[:6])
+    assert action[1] == -0.2                        # the stored (expert's) action is left as it was
+    draws = np.stack([perturb(np.zeros(7), 0.3, np.random.default_rng(s))[:6] for s in range(400)])
+    assert 0.25 < draws.std() < 0.35
+
+
+def test_record_refuses_action_noise_outside_its_range(tmp_path):
+    from sim_client.errors import SimClientError
+    from sim_client.record import record_dataset
+
+    for bad in (-0.1, 1.5):
+        with pytest.raises(SimClientError, match="action_noise"):
+            record_dataset(tmp_path / "d", suite="libero_object", tasks=[0], episodes_per_task=1, action_noise=bad)
+    assert not (tmp_path / "d").exists()
