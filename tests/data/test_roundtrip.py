@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -124,3 +127,24 @@ def test_writer_rejects_bad_episode_data(tmp_path):
         w.add_episode({**good, IMAGE_KEY: good[IMAGE_KEY].astype(np.float32)}, task="t")
     assert w.num_episodes == 0
     assert not list((tmp_path / "ds").rglob("*.parquet")) and not list((tmp_path / "ds").rglob("*.mp4"))
+
+
+def test_a_second_writer_on_the_same_dataset_is_refused_until_the_first_closes(tmp_path):
+    from vla.data.errors import DatasetError
+
+    root = tmp_path / "ds"
+    features = libero_features(32)
+    first = LeRobotWriter(root, fps=10, features=features)
+    first.add_episode(synthetic_episode(0, 4, 32), task="a")
+    with pytest.raises(DatasetError, match=rf"pid {os.getpid()}.*is writing this dataset"):
+        LeRobotWriter(root, fps=10, features=features)
+    # Another process is refused too (flock is per open file, so this is not only an in-process check).
+    code = ("import sys; from vla.data.writer import LeRobotWriter; from vla.data.libero import libero_features\n"
+            "try:\n    LeRobotWriter(sys.argv[1], fps=10, features=libero_features(32))\n"
+            "except Exception as e:\n    print(type(e).__name__, e); sys.exit(3)\n")
+    other = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=120)
+    assert other.returncode == 3 and "DatasetError" in other.stdout and "another process" in other.stdout
+    first.close()
+    with LeRobotWriter(root, fps=10, features=features) as again:
+        assert again.num_episodes == 1
+    assert LeRobotReader(root).info["total_episodes"] == 1

@@ -108,34 +108,36 @@ def convert_libero_hdf5(hdf5_paths: Iterable[str | os.PathLike], out_root: str |
 
     writer = LeRobotWriter(out_root, fps=fps, features=libero_features(image_size), robot_type="panda",
                            chunks_size=chunks_size, vcodec=vcodec)
-    for path in map(Path, hdf5_paths):
-        with h5py.File(path, "r") as f:
-            if "data" not in f:
-                raise ValueError(f"{path}: no 'data' group; not a LIBERO/robomimic demonstration file")
-            task = _task_of(f, path)
-            for name in _demo_names(f["data"]):
-                demo = f["data"][name]
-                where = f"{path}: data/{name}"
-                try:
-                    obs = demo["obs"]
-                    actions = np.asarray(demo["actions"], dtype=np.float32)
-                    state = np.concatenate([np.asarray(obs["ee_pos"]), np.asarray(obs["ee_ori"]),
-                                            np.asarray(obs["gripper_states"])], axis=1).astype(np.float32)
-                    agent = np.asarray(obs["agentview_rgb"])
-                    wrist = np.asarray(obs["eye_in_hand_rgb"])
-                except KeyError as exc:
-                    raise ValueError(f"{where}: missing {exc.args[0]!r}") from None
-                if not (len(actions) == len(state) == len(agent) == len(wrist)):
-                    raise ValueError(f"{where}: lengths differ: actions {len(actions)}, state {len(state)}, "
-                                     f"agentview {len(agent)}, eye_in_hand {len(wrist)}")
-                keep = ~noop_mask(actions) if drop_noops else np.ones(len(actions), dtype=bool)
-                if not keep.any():
-                    continue
-                writer.add_episode({
-                    IMAGE_KEY: resize_images(rotate_180(agent[keep]), image_size, image_size),
-                    WRIST_IMAGE_KEY: resize_images(rotate_180(wrist[keep]), image_size, image_size),
-                    STATE_KEY: state[keep],
-                    ACTION_KEY: actions[keep],
-                }, task=task)
-    writer.close()
+    try:
+        for path in map(Path, hdf5_paths):
+            with h5py.File(path, "r") as f:
+                if "data" not in f:
+                    raise ValueError(f"{path}: no 'data' group; not a LIBERO/robomimic demonstration file")
+                task = _task_of(f, path)
+                for name in _demo_names(f["data"]):
+                    demo = f["data"][name]
+                    where = f"{path}: data/{name}"
+                    try:
+                        obs = demo["obs"]
+                        actions = np.asarray(demo["actions"], dtype=np.float32)
+                        state = np.concatenate([np.asarray(obs["ee_pos"]), np.asarray(obs["ee_ori"]),
+                                                np.asarray(obs["gripper_states"])], axis=1).astype(np.float32)
+                        agent = np.asarray(obs["agentview_rgb"])
+                        wrist = np.asarray(obs["eye_in_hand_rgb"])
+                    except KeyError as exc:
+                        raise ValueError(f"{where}: missing {exc.args[0]!r}") from None
+                    if not (len(actions) == len(state) == len(agent) == len(wrist)):
+                        raise ValueError(f"{where}: lengths differ: actions {len(actions)}, state {len(state)}, "
+                                         f"agentview {len(agent)}, eye_in_hand {len(wrist)}")
+                    keep = ~noop_mask(actions) if drop_noops else np.ones(len(actions), dtype=bool)
+                    if not keep.any():
+                        continue
+                    writer.add_episode({
+                        IMAGE_KEY: resize_images(rotate_180(agent[keep]), image_size, image_size),
+                        WRIST_IMAGE_KEY: resize_images(rotate_180(wrist[keep]), image_size, image_size),
+                        STATE_KEY: state[keep],
+                        ACTION_KEY: actions[keep],
+                    }, task=task)
+    finally:
+        writer.close()  # also releases the writer's lock when a file is refused
     return writer

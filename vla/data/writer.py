@@ -3,10 +3,13 @@
 An episode's parquet and videos are written under temporary names, fsynced and renamed
 into place; only then is the episode added to `meta/` (rewritten atomically). An
 interrupted conversion therefore leaves whole episodes only, and reopening the same root
-appends after the last complete one.
+appends after the last complete one. One writer at a time: a writer holds an exclusive lock on
+`ROOT/.writer.lock` until it is closed (or its process ends), and a second one is refused with
+the holder's pid instead of interleaving episodes with it.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -55,6 +58,9 @@ def _arrow_column(values: np.ndarray, spec: fmt.FeatureSpec) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, spec.width)
 
 
+LOCK_NAME = ".writer.lock"   # in the dataset root; LeRobot readers read only meta/, data/ and videos/
+
+
 class LeRobotWriter:
     """Create (or append to) a v2.1 dataset at `root`.
 
@@ -89,8 +95,38 @@ class LeRobotWriter:
         self.episodes: list[dict[str, Any]] = []
         self.episodes_stats: list[dict[str, Any]] = []
         self.tasks: dict[str, int] = {}
-        if (self.root / fmt.INFO_PATH).is_file():
-            self._reopen()
+        self._lock = self._acquire_lock()
+        try:
+            if (self.root / fmt.INFO_PATH).is_file():
+                self._reopen()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _acquire_lock(self):
+        """The exclusive writer lock on ROOT/.writer.lock (flock: released when the process ends)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_NAME
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise DatasetError(f"{self.root}: another process (pid {holder}) is writing this dataset "
+                               f"({path} is locked); wait for it to finish or write to another directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return handle
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
 
     def _reopen(self) -> None:
         meta = fmt.DatasetMeta.load(self.root)
@@ -209,8 +245,11 @@ class LeRobotWriter:
         write_json(self.root / fmt.INFO_PATH, self.info, indent=4)
 
     def close(self) -> None:
-        if not (self.root / fmt.INFO_PATH).is_file():
-            self._write_meta()
+        try:
+            if not (self.root / fmt.INFO_PATH).is_file():
+                self._write_meta()
+        finally:
+            self._release_lock()
 
     def __enter__(self) -> "LeRobotWriter":
         return self
