@@ -52,10 +52,15 @@ LIMIT_FLAG = "--max-message-bytes"
 LONE_LOOP_BUDGET_S = 0.020
 
 
+# How far below the server's priority the JSON parse process runs (nice): a 50 MB body is seconds
+# of CPU, which on a machine with few cores must not be taken from the threads answering everyone
+# else. +5 weighs it a third of the server's threads; +10 starved it for tens of seconds whenever
+# other processes kept the cores busy.
+PARSE_NICE = 5
+
+
 def _parse_process_init() -> None:
-    """The JSON parse process runs below the server's priority: a 50 MB body is seconds of CPU,
-    and on a machine with few cores it must not take them from the threads answering everyone else."""
-    os.nice(10)
+    os.nice(PARSE_NICE)
 
 
 @dataclass
@@ -210,15 +215,16 @@ class PolicyService:
             raise
 
     def _prepare_and_submit(self, obs: Any, request_id: str, deadline: float,
-                            inline_ok: bool, client: Any = None) -> concurrent.futures.Future:
-        """Prepare an announced request and queue it (or, idle and `inline_ok`, run it here)."""
+                            inline_ok: bool, client: Any = None, loop: Any = None) -> concurrent.futures.Future:
+        """Prepare an announced request and queue it (or, idle and `inline_ok`, run it here).
+        `loop`: the asyncio loop that will await the future (the batcher resolves it there)."""
         try:
             sample = self._prepared(obs, request_id)
         except BaseException:
             self.batcher.withdraw()
             raise
         return self.batcher.submit(sample, request_id, deadline, announced=True, inline_ok=inline_ok,
-                                   client=client)
+                                   client=client, loop=loop)
 
     def _reply(self, reply: Reply, request_id: str, started: float) -> dict[str, Any]:
         """The reply dict every transport sends; `server_timing` is measured here, once, for all of them."""
@@ -291,6 +297,7 @@ class PolicyService:
         started = started or time.monotonic()
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
+        loop = asyncio.get_running_loop()
         with self._accounted(transport, request_id, started):
             self.batcher.announce(client)
             # One turn of the loop first: requests that arrived together with this one (for example
@@ -299,18 +306,49 @@ class PolicyService:
             if not offload and self.batcher.runs_at_once(within_s=LONE_LOOP_BUDGET_S):
                 # A lone request to a model whose batch of one takes under the budget: prepared and
                 # run right here, as openpi's server runs every request (no thread hand-off).
-                future = self._prepare_and_submit(obs, request_id, deadline, True, client)
+                future = self._prepare_and_submit(obs, request_id, deadline, True, client, loop)
             elif offload or self.batcher.prepare_s > LOOP_BUDGET_S:
                 # Heavy per-request preprocessing runs off the event loop, and the prep thread queues
                 # the request itself (or, the model idle, runs it): no wait for the loop to come round.
                 future = await asyncio.wrap_future(self._prep_pool.submit(self._prepare_and_submit, obs,
-                                                                          request_id, deadline, True, client))
+                                                                          request_id, deadline, True, client, loop))
             else:
-                future = self._prepare_and_submit(obs, request_id, deadline, False, client)
+                future = self._prepare_and_submit(obs, request_id, deadline, False, client, loop)
             try:
-                reply = future.result() if future.done() else await asyncio.wait_for(asyncio.wrap_future(future),
-                                               max(deadline - time.monotonic(), 0.0) + 0.05)
+                reply = future.result() if future.done() else await asyncio.wait_for(
+                    _awaitable(future, loop), max(deadline - time.monotonic(), 0.0) + 0.05)
             except asyncio.TimeoutError:
                 future.cancel()
                 raise PolicyError(ErrorCode.DEADLINE_EXCEEDED, "no result before the request deadline", request_id)
             return self._reply(reply, request_id, started)
+
+
+def _awaitable(future: concurrent.futures.Future, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+    """An asyncio future for the batcher's `future`. The batcher resolves the futures of requests
+    submitted with `loop` on that loop's thread (one call per batch), and then this one is set
+    there and then; `asyncio.wrap_future` would schedule it once more, with a socket write to wake
+    the loop (which gives up the GIL) for every request of the batch."""
+    waiter = loop.create_future()
+
+    def copy(done: concurrent.futures.Future) -> None:
+        if waiter.done():
+            return
+        if done.cancelled():
+            waiter.cancel()
+        elif done.exception() is not None:
+            waiter.set_exception(done.exception())
+        else:
+            waiter.set_result(done.result())
+
+    def on_done(done: concurrent.futures.Future) -> None:
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            copy(done)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(copy, done)
+
+    future.add_done_callback(on_done)
+    return waiter

@@ -16,7 +16,7 @@ import pytest
 
 from policy_server import bodies, schema
 from policy_server.scripted import make_scripted
-from policy_server.service import OFFLOAD_BYTES, ServiceConfig
+from policy_server.service import OFFLOAD_BYTES, PARSE_NICE, ServiceConfig
 from tests.server.conftest import client, start_server
 from vla.wire import protocol
 
@@ -147,7 +147,7 @@ def test_large_json_body_goes_to_the_parser_in_shared_memory(server):
     assert seen == [True, True]
     assert _shm_segments() <= before, "a request's shared memory segment was left behind"
     procs = server.service._parse_procs._processes
-    assert procs and all(os.getpriority(os.PRIO_PROCESS, pid) >= min(os.getpriority(os.PRIO_PROCESS, 0) + 10, 19)
+    assert procs and all(os.getpriority(os.PRIO_PROCESS, pid) >= min(os.getpriority(os.PRIO_PROCESS, 0) + PARSE_NICE, 19)
                          for pid in procs)
 
 

@@ -114,6 +114,20 @@ def test_sim_and_openpi_keys_give_the_same_actions_and_batching_does_not_change_
     np.testing.assert_allclose(fx.infer(engine, obs)[0], a, atol=1e-5)
 
 
+def test_a_batch_is_denormalised_in_one_call_exactly_as_chunk_by_chunk(work_dir):
+    """The engine denormalises a batch's chunks in one call (the model's thread is every request's
+    wait); each row is bit for bit what a call on that chunk alone gives, in both gripper conventions."""
+    engine = load_engine(work_dir)
+    denorm = engine.denormalize
+    assert denorm.batched
+    raw = np.random.default_rng(3).normal(0, 1.5, (5, engine.chunk_length, engine.model_action_dim)).astype(np.float32)
+    for convention in ("libero", "openvla"):
+        denorm.convention = convention
+        together = denorm(raw)
+        assert together.shape == (5, engine.chunk_length, 7) and together.dtype == np.float32
+        np.testing.assert_array_equal(together, np.stack([denorm(chunk) for chunk in raw]))
+
+
 def test_actions_change_with_dataset_statistics(tmp_path, tok_dir):
     root, _ = fx.make_work_dir(tmp_path / "run", tok_dir)
     obs, _ = sim_obs()

@@ -177,6 +177,9 @@ class DenormalizeLiberoAction:
     """
 
     CONVENTIONS = ("auto", "libero", "openvla")
+    # Takes a batch [B, chunk, A'] as well: every step is elementwise over the last axis, so each
+    # row comes out as a call on it alone gives (the engine denormalises a batch in one call).
+    batched = True
 
     def __init__(self, use_quantiles: bool = False, action_dim: int = 7, gripper_convention: str = "auto"):
         if gripper_convention not in self.CONVENTIONS:
