@@ -258,3 +258,35 @@ def test_clients_are_told_apart_by_connection():
     assert (reply.batch_size, reply.flush, waiting.result(10).batch_size) == (2, "ready", 2)
     assert policy.sizes == [1, 1, 2]
     b.stop()
+
+
+def test_a_batch_wakes_its_event_loop_once_and_resolves_its_futures_there():
+    """Requests awaited on an asyncio loop: the batch's replies reach that loop in one call on its
+    own thread (one wake-up per batch, not a socket write and a GIL hand-over per request)."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    calls, resolved_on = [], []
+    real = loop.call_soon_threadsafe
+    loop.call_soon_threadsafe = lambda fn, *args: calls.append(fn) or real(fn, *args)
+    policy = Gate()
+    b = _batcher(policy, FakeClock(), max_queue_delay_ms=0)
+    try:
+        first = b.submit({"i": 0})
+        assert policy.started.acquire(timeout=10)      # the model busy: the next five queue up
+        during = [b.submit({"i": i}, loop=loop) for i in range(1, 6)]
+        for f in during:
+            f.add_done_callback(lambda _: resolved_on.append(threading.current_thread()))
+        policy.gate.set()
+        first.result(10)
+        replies = [f.result(10) for f in during]
+        assert [float(r.actions[0, 0]) for r in replies] == [1, 2, 3, 4, 5] and replies[0].batch_size == 5
+        assert len(calls) == 1, f"the batch woke the loop {len(calls)} times"
+        assert resolved_on == [runner] * 5
+    finally:
+        b.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
