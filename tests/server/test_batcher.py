@@ -290,3 +290,22 @@ def test_a_batch_wakes_its_event_loop_once_and_resolves_its_futures_there():
         loop.call_soon_threadsafe(loop.stop)
         runner.join(5)
         loop.close()
+
+
+def test_the_worker_is_woken_only_by_arrivals_that_change_its_decision():
+    """Collecting a batch, the worker is woken by the first request, the one that fills the batch
+    or the last one it waited for; not by every arrival in between (each a context switch and a
+    GIL hand-over)."""
+    policy = Recorder(sleep_s=0.0)
+    b = _batcher(policy)
+    policy.sizes.clear()
+    wakes = []
+    real = b._cond.notify_all
+    b._cond.notify_all = lambda: wakes.append(len(b._queue)) or real()
+    for _ in range(4):
+        b.announce()                   # four requests being prepared: the window waits for all four
+    futures = [b.submit({"i": i}, announced=True) for i in range(4)]
+    replies = [f.result(10) for f in futures]
+    assert {(r.batch_size, r.flush) for r in replies} == {(4, "ready")}
+    assert wakes[:2] == [1, 4], wakes  # the first arrival, then the last expected one; not the 2nd or 3rd
+    b.stop()
