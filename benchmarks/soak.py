@@ -148,7 +148,8 @@ def main(argv=None) -> int:
     after = [r for r in log if r[2] >= signalled + 0.5]   # the signal handler has run by then
     ok_during = sum(r[1] == "OK" for r in during)
     print(f"drain: {accepted:.0f} requests inside the server at the signal; of {len(during)} requests in flight, {ok_during} answered "
-          f"OK ({collections.Counter(r[1] for r in during)}); after it: {collections.Counter(r[1] for r in after)}; "
+          f"OK ({collections.Counter(r[1] for r in during)}); after it: "
+          f"{dict(collections.Counter(f'{r[0]} {r[1]}' for r in after))}; "
           f"exit {rc} in {exited - signalled:.1f}s")
     drain_errors = (ok_during == 0) + sum(r[1] == "OK" for r in after) + (rc != 0) \
         + sum(r[1] not in ("OK", "RESOURCE_EXHAUSTED", "UNAVAILABLE") for r in during) \

@@ -303,3 +303,27 @@ def test_concurrent_requests_share_batches(fault_server, obs):
         t.join(10)
     assert len(sizes) == 4 and min(s["batch_size"] for s in sizes) >= 1, sizes
     assert max(s["batch_size"] for s in sizes) >= 2, sizes
+
+
+@pytest.mark.parametrize("status, code", [("CANCELLED", ErrorCode.UNAVAILABLE), ("ABORTED", ErrorCode.UNAVAILABLE),
+                                          ("UNKNOWN", ErrorCode.INTERNAL), ("RESOURCE_EXHAUSTED", ErrorCode.RESOURCE_EXHAUSTED)])
+def test_grpc_statuses_outside_the_taxonomy_map_to_a_retry_decision(noop_server, status, code):
+    """A call the server cancelled while stopping (grpc's stop(grace) cancels what it has not
+    answered: the soak's drain saw it) is UNAVAILABLE, to retry elsewhere, not a server bug."""
+    import grpc
+
+    class Failed(grpc.RpcError):
+        def code(self):
+            return getattr(grpc.StatusCode, status)
+
+        def details(self):
+            return status.title()
+
+        def trailing_metadata(self):
+            return ()
+
+    with client(noop_server, "grpc", retries=0) as c:
+        stub = c._connect()
+        stub.InferRaw = lambda *a, **k: (_ for _ in ()).throw(Failed())
+        err = _expect(c, {"prompt": "x"}, code)
+        assert err.retryable is (code is not ErrorCode.INTERNAL)

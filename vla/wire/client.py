@@ -129,6 +129,12 @@ class PolicyClient:
         raise NotImplementedError
 
 
+# gRPC codes outside the taxonomy that still mean "not now" rather than a server bug: a call the
+# server cancelled (it was stopping: grpc's stop(grace) cancels the calls it has not answered) or
+# aborted. Any other one is INTERNAL.
+_GRPC_OUTSIDE_TAXONOMY = {"CANCELLED": ErrorCode.UNAVAILABLE, "ABORTED": ErrorCode.UNAVAILABLE}
+
+
 class GrpcPolicyClient(PolicyClient):
     scheme = "grpc"
 
@@ -170,10 +176,13 @@ class GrpcPolicyClient(PolicyClient):
         except grpc.RpcError as exc:
             code = exc.code()
             name = code.name if code is not None else "UNAVAILABLE"
+            details = exc.details() or name
             if name not in ErrorCode.__members__:
-                name = "INTERNAL"
+                if name in _GRPC_OUTSIDE_TAXONOMY:
+                    details = f"gRPC {name} ({details}): the server at {self.url} was probably stopping"
+                name = _GRPC_OUTSIDE_TAXONOMY.get(name, ErrorCode.INTERNAL).value
             trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-            raise PolicyError.from_grpc(name, exc.details() or name, trailers, request_id) from None
+            raise PolicyError.from_grpc(name, details, trailers, request_id) from None
 
     def _infer(self, obs: dict[str, Any], request_id: str) -> dict[str, Any]:
         reply = self._call("InferRaw", protocol.encode_infer_request(obs, request_id), request_id)
