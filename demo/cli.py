@@ -1,12 +1,13 @@
 """`make demo`: record -> tokenizer -> train -> serve + evaluate -> report, on a dataset it records itself.
 
     python -m demo [--config pi0|pi05|gr00t|CONFIG.py] [--root work_dirs/demo] [--suite libero_object]
-                   [--tasks 0] [--episodes-per-task 40] [--train-steps 3000] [--trials 10]
+                   [--tasks 0] [--episodes-per-task 40] [--action-noise 0.3] [--train-steps 3000] [--trials 10]
                    [--eval-max-steps N] [--workers 2] [--video failures]
 
 Steps and where they write:
   record     ROOT/data         scripted-expert demonstrations from the real simulator (sim_client.record),
-                               from fresh placements, never the evaluation's initial states
+                               from fresh placements, never the evaluation's initial states, with DART
+                               noise on the executed actions (the stored ones are the expert's)
   tokenizer  ROOT/tokenizer    the tiny byte-level BPE tokenizer (vla.data.tiny_tokenizer)
   train      WORK_DIR          scripts/train.sh on the family's config, from scratch (statistics,
                                checkpoints, loss.png)
@@ -163,6 +164,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tasks", default="0", help="task ids, e.g. 0,1 (default 0); 'all' for every task of the suite")
     p.add_argument("--episodes-per-task", type=int, default=40, help="expert demonstrations recorded per task")
     p.add_argument("--image-size", type=int, default=256, help="recorded camera resolution")
+    p.add_argument("--action-noise", type=float, default=0.3,
+                   help="DART noise on the expert's executed actions while recording (stored actions stay the "
+                        "expert's); 0 records the expert's own path only")
     p.add_argument("--train-steps", type=int, default=3000)
     p.add_argument("--trials", type=int, default=10, help="standard initial states evaluated per task")
     p.add_argument("--eval-max-steps", type=int, help="step budget per evaluation episode (default: the suite's)")
@@ -206,10 +210,12 @@ def main(argv=None) -> int:
             from sim_client.record import record_dataset
 
             record_dataset(data_root, suite=args.suite, tasks=tasks, episodes_per_task=args.episodes_per_task,
-                           workers=args.workers, resolution=args.image_size, renderer=args.renderer, log=log)
+                           workers=args.workers, resolution=args.image_size, renderer=args.renderer,
+                           action_noise=args.action_noise, log=log)
 
         steps.run("record", root, dict(suite=args.suite, tasks=tasks, episodes_per_task=args.episodes_per_task,
-                                       recorder="expert", image_size=args.image_size), record, data_root)
+                                       recorder="expert", image_size=args.image_size, action_noise=args.action_noise),
+                  record, data_root)
         if args.stop_after == "record":
             return 0
 

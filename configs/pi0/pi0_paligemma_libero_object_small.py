@@ -16,6 +16,7 @@
 _base_ = ['./pi0_paligemma_libero_10_full_finetune_pytorch.py', '../_tiny_/paligemma_libero_tiny.py']
 
 IMAGE_SIZE = 64
+SHIFT_PAD = 4       # random-shift augmentation of both cameras, ±4 px at 64x64 (training only)
 TEXT_WIDTH = 128
 WIDTH = 64          # action expert width == proj_width
 LAYERS = 2          # both stacks (π0 shares attention layer by layer)
@@ -64,6 +65,7 @@ train_dataloader = dict(
                 dict(type='ParquetPrompter'),
                 dict(type='ProcessPrompts', max_len=32, tokenizer=TOKENIZER),
                 dict(type='ResizeImages', height=IMAGE_SIZE, width=IMAGE_SIZE),
+                dict(type='RandomShiftImages', pad=SHIFT_PAD),
                 dict(type='NormalizeImages', means=IMAGE_MEANS, stds=IMAGE_STDS),
                 dict(type='NormalizeStatesAndActions', action_dim=14, state_key='proprio', action_key='action',
                      use_quantiles=True)
