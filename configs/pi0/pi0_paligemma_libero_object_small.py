@@ -13,6 +13,9 @@
 #   - actions and states normalised with q01/q99 to [-1, 1] (the scale flow matching's noise has).
 #   - 10-step action chunks; the evaluation executes 5 of them and asks again (eval_chunk_size).
 #   - AdamW 1e-3, 3% warm-up, cosine decay; no pretrained weights.
+#   - RandomShiftImages (±4 px) in training: tens of demonstrations of one layout overfit to pixel positions.
+#   - eval_chunk_size 5: measured on one checkpoint (40 DART demonstrations, 3000 steps, 20 initial states),
+#     5 actions per query scored 6/20, 2 scored 3/20 and the whole chunk of 10 scored 0/20.
 _base_ = ['./pi0_paligemma_libero_10_full_finetune_pytorch.py', '../_tiny_/paligemma_libero_tiny.py']
 
 IMAGE_SIZE = 64
