@@ -316,3 +316,14 @@ def test_benchmark_throughput_counts_only_the_window_where_all_workers_run():
     assert one["window_s"] == 20 and one["episodes_per_min"] == pytest.approx(6.0)
     with pytest.raises(RuntimeError, match="infrastructure"):
         throughput([ep(1, 0, 10), {**ep(1, 10, 20), "error": "server: down"}])
+
+
+def test_auto_renderer_is_egl_whenever_it_works_and_osmesa_only_as_fallback(monkeypatch):
+    from sim_client import render
+
+    # OSMesa winning the one-box probe must not make it the choice (it records LIBERO at about half EGL's rate).
+    monkeypatch.setattr(render, "probe", lambda name, timeout_s=60.0: {"egl": 300.0, "osmesa": 900.0}[name])
+    assert render.choose_renderer("auto") == ("egl", {"egl": 300.0, "osmesa": 900.0})
+    monkeypatch.setattr(render, "probe", lambda name, timeout_s=60.0: {"egl": None, "osmesa": 900.0}[name])
+    assert render.choose_renderer("auto")[0] == "osmesa"
+    assert render.choose_renderer("osmesa")[0] == "osmesa"
