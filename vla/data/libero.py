@@ -106,9 +106,9 @@ def convert_libero_hdf5(hdf5_paths: Iterable[str | os.PathLike], out_root: str |
 
     from vla.data.image_ops import resize_images  # torch: the recorder imports this module without it
 
-    writer = LeRobotWriter(out_root, fps=fps, features=libero_features(image_size), robot_type="panda",
-                           chunks_size=chunks_size, vcodec=vcodec)
-    try:
+    # The writer's context closes it (and releases its lock) on every path, a refused file included.
+    with LeRobotWriter(out_root, fps=fps, features=libero_features(image_size), robot_type="panda",
+                       chunks_size=chunks_size, vcodec=vcodec) as writer:
         for path in map(Path, hdf5_paths):
             with h5py.File(path, "r") as f:
                 if "data" not in f:
@@ -138,6 +138,4 @@ def convert_libero_hdf5(hdf5_paths: Iterable[str | os.PathLike], out_root: str |
                         STATE_KEY: state[keep],
                         ACTION_KEY: actions[keep],
                     }, task=task)
-    finally:
-        writer.close()  # also releases the writer's lock when a file is refused
     return writer
