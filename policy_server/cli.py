@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="tokenizer directory, if the one the config names is elsewhere here")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the server's noise generator (requests that send no seed of their own)")
-    p.add_argument("--noise", choices=["fresh", "fixed"], default="fresh",
-                   help="fresh: new noise per request, from the request's seed when it sends one (default); "
-                        "fixed: the same seeded noise for every request")
+    p.add_argument("--noise", choices=["fresh", "fixed", "zero"],
+                   help="fresh: new noise per request, from the request's seed when it sends one; "
+                        "fixed: the same seeded noise for every request; zero: every sample starts at the "
+                        "noise mean (deterministic). Default: the config's eval.noise, else fresh")
     p.add_argument("--replay-file", help="replay: JSON {prompt: [[7 floats], ...]} or .npy [T, 7]")
     p.add_argument("--chunk-length", type=int, default=10, help="scripted: actions per reply")
     p.add_argument("--compute-ms", type=float, default=0.0, help="scripted: simulated model time per batch")

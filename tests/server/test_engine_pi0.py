@@ -117,6 +117,36 @@ def test_fresh_noise_per_request_unless_seeded_or_fixed(pi0_dir):
     np.testing.assert_array_equal(e, f)                # --noise fixed: one noise for every request
 
 
+def test_zero_noise_samples_from_the_noise_mean_and_comes_from_the_config(pi0_dir, tmp_path):
+    import json
+    import shutil
+
+    from policy_server.engine import EngineError
+
+    root, _ = pi0_dir
+    obs, _ = sim_obs()
+    zero = load_engine(root, noise="zero")
+    got = fx.infer(zero, obs, dict(obs, seed=9))
+    np.testing.assert_array_equal(got[0], got[1])      # the request's seed does not matter
+    batch = zero.collate([zero.prepare(obs)])
+    with torch.no_grad():
+        raw = zero.model.predict_action({k: v for k, v in batch.items() if k != "_request_seeds"},
+                                        noise=torch.zeros(1, 10, zero.noise_dim))
+    np.testing.assert_allclose(got[0], zero.denormalize(raw.numpy())[0], rtol=1e-5, atol=1e-6)
+    # eval.noise in the work dir's config is the default; an explicit argument wins; a bad value is named.
+    copy = tmp_path / "wd"
+    shutil.copytree(root, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["eval"]["noise"] = "zero"
+    atomic_write_text(copy / "config.json", json.dumps(cfg))
+    np.testing.assert_allclose(fx.infer(load_engine(copy), obs)[0], got[0], rtol=1e-5, atol=1e-6)
+    assert load_engine(copy, noise="fresh").noise_mode == "fresh"
+    cfg["eval"]["noise"] = "gaussian"
+    atomic_write_text(copy / "config.json", json.dumps(cfg))
+    with pytest.raises(EngineError, match=r"config\.json: eval\.noise='gaussian'"):
+        load_engine(copy)
+
+
 def test_pi0_three_transports_agree(pi0_dir):
     from policy_server.batcher import BatcherConfig
 

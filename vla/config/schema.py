@@ -17,11 +17,11 @@ from typing import Any, Mapping
 from vla.config.registry import ConfigError
 
 TRAIN_DATALOADER = frozenset({"batch_size", "per_device_batch_size", "per_device_num_workers", "dataset"})
-# The seed's eval section, then the sim client's own knobs (sim_client.runner.EvalConfig; a test keeps
+# The seed's eval section, the server's `noise`, then the sim client's own knobs (sim_client.runner.EvalConfig; a test keeps
 # both in step).
 EVAL = frozenset({"type", "task_suite_name", "model_family", "eval_chunk_size", "resize_size",
                   "num_trials_per_task", "num_steps_wait", "seed", "dataset", "denormalize_action",
-                  "max_steps", "tasks", "workers", "shard", "video", "render", "renderer", "episode_timeout_s",
+                  "noise", "max_steps", "tasks", "workers", "shard", "video", "render", "renderer", "episode_timeout_s",
                   "retries", "request_timeout_s", "server_retries", "ready_timeout_s", "threads_per_worker",
                   "progress", "dimensions", "keep_errors"})
 EVAL_DATASET = frozenset({"type", "transforms"})
