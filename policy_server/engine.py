@@ -173,12 +173,13 @@ class ModelEngine(BasePolicy):
         return out.float().cpu().numpy()
 
     def infer_batch(self, samples: list[dict[str, Any]]) -> list[np.ndarray | PolicyError]:
-        actions = self.predict(self.collate(samples))
-        if getattr(self.denormalize, "batched", False):
-            # One call for the whole batch (on the model's thread, which every request waits for);
-            # the rows are exactly what a call per chunk gives.
-            return [finite_actions(a) for a in self.denormalize(actions)]
-        return [finite_actions(self.denormalize(a)) for a in actions]
+        # The denormaliser's contract: [B, chunk, A'] in, [B, chunk, A] out, one call for the whole batch
+        # (on the model's thread, which every request waits for), each row what that chunk alone gives.
+        out = self.denormalize(self.predict(self.collate(samples)))
+        if np.ndim(out) != 3 or len(out) != len(samples):   # a config's denormaliser (warm-up calls this)
+            raise EngineError(f"{type(self.denormalize).__name__} gave shape {np.shape(out)} for a batch of "
+                              f"{len(samples)}: a denormaliser takes [B, chunk, A'] and returns [B, chunk, action_dim]")
+        return [finite_actions(a) for a in out]
 
 
 def _build_eval(cfg: dict, source: str, tokenizer_path: str | None,

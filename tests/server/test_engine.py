@@ -119,7 +119,6 @@ def test_a_batch_is_denormalised_in_one_call_exactly_as_chunk_by_chunk(work_dir)
     wait); each row is bit for bit what a call on that chunk alone gives, in both gripper conventions."""
     engine = load_engine(work_dir)
     denorm = engine.denormalize
-    assert denorm.batched
     raw = np.random.default_rng(3).normal(0, 1.5, (5, engine.chunk_length, engine.model_action_dim)).astype(np.float32)
     for convention in ("libero", "openvla"):
         denorm.convention = convention
@@ -243,3 +242,15 @@ def test_run_info_gives_the_training_facts_and_old_work_dirs_still_load(tmp_path
     assert engine.info().statistic_name == "other"
     assert next(t for t in engine.transforms if hasattr(t, "encode")).max_len == 9
     assert engine.prepare(sim_obs()[0])["lang_tokens"].shape == (9,)
+
+
+def test_a_denormaliser_that_breaks_the_batch_contract_is_named(work_dir):
+    from policy_server.engine import EngineError
+
+    engine = load_engine(work_dir)
+    obs, _ = sim_obs()
+    sample = engine.prepare(obs)
+    real = engine.denormalize
+    engine.denormalize = lambda actions: real(actions[0])   # per chunk: the batch axis is lost
+    with pytest.raises(EngineError, match=rf"gave shape \({engine.chunk_length}, 7\) for a batch of 1"):
+        engine.infer_batch([sample])

@@ -165,7 +165,10 @@ class LiberoProprioFromInputs:
 
 @register
 class DenormalizeLiberoAction:
-    """Model output (normalised, padded) [chunk, A'] -> LIBERO actions [chunk, action_dim].
+    """Model output (normalised, padded) [..., chunk, A'] -> LIBERO actions [..., chunk, action_dim].
+
+    The engine calls it once per batch ([B, chunk, A']): every step is elementwise over the last
+    axis, so each row comes out as a call on that chunk alone gives.
 
     Denormalise with the `action` statistics (their `mask` leaves the gripper as it is), keep the
     first `action_dim` (7) dims, then make the gripper a ±1 command with LIBERO's sign (-1 open,
@@ -177,9 +180,6 @@ class DenormalizeLiberoAction:
     """
 
     CONVENTIONS = ("auto", "libero", "openvla")
-    # Takes a batch [B, chunk, A'] as well: every step is elementwise over the last axis, so each
-    # row comes out as a call on it alone gives (the engine denormalises a batch in one call).
-    batched = True
 
     def __init__(self, use_quantiles: bool = False, action_dim: int = 7, gripper_convention: str = "auto"):
         if gripper_convention not in self.CONVENTIONS:
