@@ -24,10 +24,14 @@ comes from a generator seeded by the episode's reset seed, so a rerun records th
 Episodes are simulated in spawned worker processes (one env each, reused across a task's
 episodes) and written by this process in plan order through `LeRobotWriter`, which makes an
 episode whole on disk before counting it; a rerun appends after the last whole episode, so an
-interrupted recording resumes where it stopped.
+interrupted recording resumes where it stopped. The parameters that decide what an episode is
+(suite, first seed, DART noise, step budget, resolution) are kept in `meta/recording.json`
+(`RECORDING_FILE`); a rerun that asks for other values is refused, naming them, so a resumed dataset
+never mixes two recordings. Asking for more episodes per task is a resume, not a change.
 """
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -45,6 +49,7 @@ _logger = logging.getLogger(__name__)
 RECORD_SEED = 100_000   # reset seeds of recordings start here; evaluation resets with seed 7
 MAX_SEEDS = 20          # placements tried for one episode before the task is reported as failing
 NUM_STEPS_WAIT = 10     # settle steps after reset (as evaluation), not recorded
+RECORDING_FILE = "meta/recording.json"   # the parameters a resume must repeat (beside LeRobot's meta files)
 
 
 def plan_episodes(tasks: Sequence[int], episodes_per_task: int) -> list[tuple[int, int]]:
@@ -139,6 +144,32 @@ def _record_one(item: tuple[int, int]):
     return task_id, episode, language, data, info
 
 
+def recording_params(*, suite: str, seed: int, action_noise: float, max_steps: int | None,
+                     resolution: int) -> dict[str, Any]:
+    return {"recorder": "sim_client record", "policy": "expert", "suite": suite, "seed": int(seed),
+            "action_noise": float(action_noise), "max_steps": max_steps, "resolution": int(resolution)}
+
+
+def check_recording(root: Path, done: int, params: dict[str, Any]) -> None:
+    """Write `params` beside a new dataset's meta files; refuse a resume that asks for other ones."""
+    from vla.io import atomic_write_text, read_json
+
+    path = root / RECORDING_FILE
+    if not path.is_file():
+        if done:
+            raise SimClientError(f"{root} holds {done} episodes but no {RECORDING_FILE}: it was not recorded by "
+                                 f"this recorder (or by an older one), so a resume cannot tell whether it would "
+                                 f"mix two recordings; record into an empty directory")
+        atomic_write_text(path, json.dumps(params, indent=2) + "\n")
+        return
+    stored = read_json(path, error=SimClientError)
+    changed = sorted(k for k in params if stored.get(k) != params[k])
+    if changed:
+        asked = ", ".join(f"{k}={params[k]!r} (recorded: {stored.get(k)!r})" for k in changed)
+        raise SimClientError(f"{root}: this run asks for {asked}; a resume must repeat the first run's parameters "
+                             f"({path}), or record into an empty directory")
+
+
 def record_dataset(root: str | os.PathLike, *, suite: str = "libero_object", tasks: Iterable[int] | None = None,
                    episodes_per_task: int = 10, workers: int = 2, seed: int = RECORD_SEED,
                    resolution: int = 256, max_steps: int | None = None, renderer: str = "auto",
@@ -171,6 +202,8 @@ def record_dataset(root: str | os.PathLike, *, suite: str = "libero_object", tas
     t0 = time.perf_counter()
     with LeRobotWriter(root, fps=LIBERO_FPS, features=libero_features(resolution), robot_type="panda") as writer:
         done = writer.num_episodes
+        check_recording(Path(root), done, recording_params(suite=suite, seed=seed, action_noise=action_noise,
+                                                           max_steps=max_steps, resolution=resolution))
         if done > len(plan):
             raise SimClientError(f"{root} already holds {done} episodes, more than the {len(plan)} planned; "
                              f"record into an empty directory")

@@ -31,6 +31,13 @@ def test_recorded_dataset_is_lerobot_v21_of_successful_expert_episodes(libero, t
     assert second.returncode == 0, second.stderr[-3000:]
     assert "(1 already on disk)" in second.stderr, second.stderr[-2000:]
     assert (root / "data" / "chunk-000" / "episode_000000.parquet").read_bytes() == parquet0
+    # The recording's parameters live beside the meta files; a resume asking for other ones is refused.
+    assert json.loads((root / "meta" / "recording.json").read_text())["action_noise"] == 0.0
+    cmd[cmd.index("--episodes-per-task") + 1] = "3"
+    noisy = subprocess.run(cmd + ["--action-noise", "0.2"], capture_output=True, text=True, timeout=300,
+                           env=no_torch_env())
+    assert noisy.returncode != 0 and "action_noise=0.2 (recorded: 0.0)" in noisy.stderr, noisy.stderr[-2000:]
+    assert json.loads((root / "meta" / "info.json").read_text())["total_episodes"] == 2
 
     reader = LeRobotReader(root)
     reader.validate()  # every parquet and both videos of every episode decode, first and last frame
@@ -101,3 +108,19 @@ def test_record_refuses_action_noise_outside_its_range(tmp_path):
         with pytest.raises(SimClientError, match="action_noise"):
             record_dataset(tmp_path / "d", suite="libero_object", tasks=[0], episodes_per_task=1, action_noise=bad)
     assert not (tmp_path / "d").exists()
+
+
+def test_a_resume_must_repeat_the_recordings_parameters(tmp_path):
+    from sim_client.errors import SimClientError
+    from sim_client.record import RECORDING_FILE, check_recording, recording_params
+
+    params = recording_params(suite="libero_object", seed=100000, action_noise=0.3, max_steps=None, resolution=256)
+    (tmp_path / "meta").mkdir()
+    check_recording(tmp_path, 0, params)                      # a new dataset: written
+    assert json.loads((tmp_path / RECORDING_FILE).read_text()) == params
+    check_recording(tmp_path, 5, dict(params))                # the same parameters: a resume
+    with pytest.raises(SimClientError, match=r"action_noise=0\.0 \(recorded: 0\.3\), seed=150000 \(recorded: 100000\)"):
+        check_recording(tmp_path, 5, dict(params, action_noise=0.0, seed=150000))
+    (tmp_path / RECORDING_FILE).unlink()
+    with pytest.raises(SimClientError, match="holds 5 episodes but no meta/recording.json"):
+        check_recording(tmp_path, 5, params)
