@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from policy_server import metrics as metrics_mod
 from policy_server import schema
@@ -90,6 +91,30 @@ class _InferFastPath:
             await self.websocket(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+# Reading a websocket pauses only when this many messages wait unread (a client pipelining requests
+# without reading replies); openpi's client sends one and waits, so its socket is never paused.
+WS_QUEUE_HIGH = 2
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websocket protocol (websockets-sansio), minus its pause of the socket after every
+    message until the app takes it: that pause and its resume were two epoll_ctl calls and a
+    reader re-registration on the event loop per request, which openpi's server (websockets' own
+    asyncio server, which pauses at a queue limit) does not pay. Reading pauses when
+    `WS_QUEUE_HIGH` messages are queued, so memory stays bounded by that many frames of at most
+    twice `--max-message-bytes` each."""
+
+    def send_receive_event_to_app(self) -> None:
+        paused, self.read_paused = self.read_paused, True   # the parent pauses unless already paused
+        try:
+            super().send_receive_event_to_app()
+        finally:
+            self.read_paused = paused
+        if not self.read_paused and self.queue.qsize() >= WS_QUEUE_HIGH:
+            self.read_paused = True
+            self.transport.pause_reading()   # the parent's receive() resumes it once the queue is empty
 
 
 def _header(scope: dict, name: bytes) -> str | None:

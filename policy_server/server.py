@@ -15,7 +15,7 @@ import uvicorn
 
 from policy_server.batcher import BatcherConfig
 from policy_server.grpc_transport import GrpcTransport
-from policy_server.http_transport import build_app
+from policy_server.http_transport import WebSocketProtocol, build_app
 from policy_server.policy import Policy
 from policy_server.service import PolicyService, ServiceConfig
 
@@ -46,7 +46,7 @@ class PolicyServer:
             limit = self.service.config.max_message_bytes
             config = uvicorn.Config(build_app(self.service), host=self.host, port=self.http_port,
                                     log_level="warning", access_log=False, lifespan="off",
-                                    ws_max_size=2 * limit, ws_per_message_deflate=False,
+                                    ws=WebSocketProtocol, ws_max_size=2 * limit, ws_per_message_deflate=False,
                                     ws_ping_interval=None, timeout_graceful_shutdown=5,
                                     proxy_headers=False, server_header=False, loop="asyncio")
             self._uvicorn = uvicorn.Server(config)

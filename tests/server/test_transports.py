@@ -172,3 +172,33 @@ def test_cli_refuses_replay_without_file():
     out = subprocess.run([sys.executable, "-m", "policy_server.cli", "--scripted", "replay"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--replay-file" in out.stderr
+
+
+def test_websocket_reads_without_pausing_and_answers_pipelined_frames(noop_server, obs, monkeypatch):
+    """The websocket pauses reading only past WS_QUEUE_HIGH unread messages: a client that waits
+    for each reply never pauses it, and one that sends frames back to back still gets every reply."""
+    from websockets.sync.client import connect as ws_connect
+
+    from policy_server import http_transport
+    from vla.wire import codec
+
+    pauses = []
+    made = http_transport.WebSocketProtocol.connection_made
+
+    def counting(self, transport):
+        pause = transport.pause_reading
+        transport.pause_reading = lambda: (pauses.append(1), pause())[1]
+        made(self, transport)
+
+    monkeypatch.setattr(http_transport.WebSocketProtocol, "connection_made", counting)
+    frame = codec.packb(obs)
+    with ws_connect(f"ws://127.0.0.1:{noop_server.http_port}", max_size=None) as ws:
+        codec.unpackb(ws.recv(timeout=10))   # ServerInfo
+        for _ in range(10):
+            ws.send(frame)
+            assert codec.unpackb(ws.recv(timeout=10))["actions"].shape == (5, 7)
+        assert pauses == []
+        for _ in range(8):
+            ws.send(frame)
+        replies = [codec.unpackb(ws.recv(timeout=10)) for _ in range(8)]
+    assert all(r["actions"].shape == (5, 7) for r in replies), replies
