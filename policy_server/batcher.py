@@ -1,6 +1,6 @@
 """Dynamic batcher: one queue shared by every transport, one model at a time.
 
-A transport thread `announce()`s a request as soon as it has one, prepares it (`policy.prepare`:
+A transport `announce()`s a request as soon as it has one, prepares it (`policy.prepare`:
 schema check, transforms), then `submit()`s it and waits on the returned Future (gRPC threads block on it;
 the asyncio side awaits it via asyncio.wrap_future).
 
@@ -167,13 +167,21 @@ class Batcher:
             self._thread.join(timeout_s)
 
     # -- requests ------------------------------------------------------------------
-    def announce(self, client: Any = None) -> None:
+    def announce(self, client: Any = None) -> bool:
         """A transport has a request it is preparing: a batch may wait for it (see the module doc).
         `client` names the connection it came on (None: unknown). Follow with
-        `submit(..., announced=True)` or `withdraw()`."""
+        `submit(..., announced=True)` or `withdraw()`.
+
+        Returns whether the request is alone as far as the batcher can tell: the last batch
+        answered this client and no other, and nothing is queued, computing or being prepared
+        (a client in a loop by itself; see `PolicyService.ahandle`)."""
         with self._cond:
+            alone = (client is not None and len(self._answered) == 1 and client in self._answered
+                     and not self._answered_anon and not self._arriving and not self._queue
+                     and not self._computing)
             self._arriving += 1
             self._back_locked(client)
+            return alone
 
     def _back_locked(self, client: Any) -> None:
         """A request from `client` arrived: if the last batch answered it, it is expected no more."""

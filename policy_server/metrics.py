@@ -4,6 +4,8 @@ A registry per server (not the global default) lets tests run several servers in
 """
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the HTTP app)
 
@@ -29,6 +31,23 @@ class Metrics:
         self.inflight = Gauge("policy_inflight_requests", "Requests accepted and not yet answered", registry=r)
         self.model_info = Gauge("policy_model_info", "The served model (value is always 1)",
                                 ["model", "checkpoint"], registry=r)
+
+        self._counts: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def request_done(self, transport: str, code: str, seconds: float | None = None) -> None:
+        """Count one request under its code, and its server-side time when it reached the service.
+        The labelled series are looked up once, not per request (each `labels()` call takes the
+        metric's lock and builds its key)."""
+        count = self._counts.get((transport, code))
+        if count is None:
+            count = self._counts[(transport, code)] = self.requests.labels(transport=transport, code=code)
+        count.inc()
+        if seconds is not None:
+            duration = self._durations.get(transport)
+            if duration is None:
+                duration = self._durations[transport] = self.duration.labels(transport=transport)
+            duration.observe(seconds)
 
     def set_model(self, model: str, checkpoint: str) -> None:
         self.model_info.labels(model=model, checkpoint=checkpoint).set(1)

@@ -16,9 +16,9 @@ import hmac
 import logging
 import multiprocessing
 import os
+import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -61,6 +61,11 @@ PARSE_NICE = 5
 
 def _parse_process_init() -> None:
     os.nice(PARSE_NICE)
+
+
+# Request ids (16 hex digits) from a generator of the service's own, seeded from os.urandom when the
+# module loads: no getrandom syscall per request as uuid4 made, and no policy's random.seed() repeats them.
+_REQUEST_IDS = random.Random()
 
 
 @dataclass
@@ -196,7 +201,7 @@ class PolicyService:
     def new_request_id(given: str | None = None) -> str:
         if given and len(given) <= 128 and given.isprintable():
             return given
-        return uuid.uuid4().hex[:16]
+        return f"{_REQUEST_IDS.getrandbits(64):016x}"
 
     def _deadline(self, timeout_s: float | None) -> float:
         limit = self.config.request_timeout_s
@@ -238,8 +243,7 @@ class PolicyService:
         }
 
     def _finish(self, transport: str, code: str, started: float) -> None:
-        self.metrics.requests.labels(transport=transport, code=code).inc()
-        self.metrics.duration.labels(transport=transport).observe(time.monotonic() - started)
+        self.metrics.request_done(transport, code, time.monotonic() - started)
         self.metrics.inflight.dec()
         with self._idle:
             self._inflight -= 1
@@ -252,7 +256,7 @@ class PolicyService:
 
     def record_error(self, transport: str, err: PolicyError) -> None:
         """Count a request refused before it reached `handle` (bad frame, bad token)."""
-        self.metrics.requests.labels(transport=transport, code=err.code.value).inc()
+        self.metrics.request_done(transport, err.code.value)
 
     @contextlib.contextmanager
     def _accounted(self, transport: str, request_id: str, started: float) -> Iterator[None]:
@@ -299,10 +303,13 @@ class PolicyService:
         deadline = self._deadline(timeout_s)
         loop = asyncio.get_running_loop()
         with self._accounted(transport, request_id, started):
-            self.batcher.announce(client)
-            # One turn of the loop first: requests that arrived together with this one (for example
-            # while a batch held the loop) announce themselves, and then this one is not alone.
-            await asyncio.sleep(0)
+            if not self.batcher.announce(client):
+                # One turn of the loop first: requests that arrived together with this one (for example
+                # while a batch held the loop) announce themselves, and then this one is not alone.
+                # A client the last batch answered alone, nothing else in the server, skips it (one
+                # epoll_wait and a pass over the loop per request, which openpi's server does not pay):
+                # should another client arrive in this very turn, it waits for one batch of one.
+                await asyncio.sleep(0)
             if not offload and self.batcher.runs_at_once(within_s=LONE_LOOP_BUDGET_S):
                 # A lone request to a model whose batch of one takes under the budget: prepared and
                 # run right here, as openpi's server runs every request (no thread hand-off).

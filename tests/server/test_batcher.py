@@ -156,6 +156,23 @@ def test_a_lone_client_never_waits_for_the_window(inline_ok):
     b.stop()
 
 
+def test_announce_says_whether_a_request_is_alone():
+    """`announce` is True only for the client the last batch answered alone, nothing else queued,
+    computing or being prepared: then the service skips its turn of the event loop."""
+    policy = Recorder(sleep_s=0.0)
+    b = _batcher(policy)
+    assert not b.announce("a")                     # no batch has answered anyone yet
+    b.submit({"i": 0}, announced=True, inline_ok=True, client="a").result(10)
+    assert b.announce("a")                         # a back on its own
+    assert not b.announce("b")                     # b is new, and a is being prepared
+    b.withdraw(), b.withdraw()
+    b.submit({"i": 1}, inline_ok=True, client="b").result(10)
+    assert not b.announce("a")                     # the last batch answered b, not a
+    b.withdraw()
+    assert not b.announce(None)                    # an anonymous client is never known to be alone
+    b.stop()
+
+
 def test_requests_that_arrive_during_a_compute_form_the_next_batch():
     policy = Gate()
     clock = FakeClock()

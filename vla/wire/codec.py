@@ -9,7 +9,6 @@ refuses them too), and so are frames over `max_bytes`.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import msgpack
@@ -38,6 +37,19 @@ def _pack_default(obj: Any) -> Any:
 
 
 def _dtype(raw: Any) -> np.dtype:
+    if isinstance(raw, (str, bytes)):
+        return _named_dtype(raw)
+    return _parse_dtype(raw)
+
+
+@functools.lru_cache(maxsize=64)
+def _named_dtype(raw: str | bytes) -> np.dtype:
+    """The dtype a frame names (`"<f8"`, `"|u1"`): parsed once, not once per array of every request
+    (errors are not cached; a hostile stream of names only cycles the cache)."""
+    return _parse_dtype(raw)
+
+
+def _parse_dtype(raw: Any) -> np.dtype:
     try:
         dtype = np.dtype(raw.decode() if isinstance(raw, bytes) else raw)
     except TypeError as exc:
@@ -54,9 +66,12 @@ def _unpack_hook(obj: dict) -> Any:
         data = obj.get(b"data")
         if not isinstance(data, (bytes, bytearray)) or not isinstance(shape, (list, tuple)):
             raise PolicyError(ErrorCode.INVALID_ARGUMENT, "malformed ndarray in msgpack-numpy frame")
-        if not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"bad ndarray shape {shape!r}")
-        expected = math.prod(shape) * dtype.itemsize   # Python ints: no int64 wrap-around
+        count = 1
+        for d in shape:   # a loop, not all() over a generator: this runs for every array of every request
+            if not isinstance(d, int) or d < 0:
+                raise PolicyError(ErrorCode.INVALID_ARGUMENT, f"bad ndarray shape {shape!r}")
+            count *= d   # Python ints: no int64 wrap-around
+        expected = count * dtype.itemsize
         if expected != len(data):
             raise PolicyError(ErrorCode.INVALID_ARGUMENT,
                               f"ndarray of shape {tuple(shape)} and dtype {dtype} needs {expected} bytes, got {len(data)}")
