@@ -6,6 +6,7 @@ UNAVAILABLE, every accepted request is answered, then the transports close.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -22,6 +23,34 @@ from policy_server.service import PolicyService, ServiceConfig
 log = logging.getLogger("policy_server")
 
 
+class _HttpServer(uvicorn.Server):
+    """uvicorn's server, ticking once a second instead of ten times. Its tick refreshes the Date
+    header (each second) and checks `should_exit`; ten a second woke the event loop ten times a
+    second even when idle, and a wake-up that met a request delayed it (openpi's server never
+    ticks). `exit()` ends it at once from any thread."""
+
+    _exit: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._exit = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter += 10   # on_tick refreshes the Date header when counter % 10 == 0
+            try:
+                await asyncio.wait_for(self._exit.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    def exit(self) -> None:
+        self.should_exit = True
+        if self._loop is not None and self._exit is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._exit.set)
+            except RuntimeError:   # the loop has already closed
+                pass
+
+
 class PolicyServer:
     def __init__(self, policy: Policy, *, host: str = "127.0.0.1", grpc_port: int | None = None,
                  http_port: int | None = None, batcher: BatcherConfig | None = None,
@@ -30,7 +59,7 @@ class PolicyServer:
         self.host = host
         self.grpc = GrpcTransport(self.service, host, grpc_port, grpc_workers) if grpc_port is not None else None
         self.http_port = http_port
-        self._uvicorn: uvicorn.Server | None = None
+        self._uvicorn: _HttpServer | None = None
         self._http_thread: threading.Thread | None = None
         self._stopped = False
 
@@ -49,7 +78,7 @@ class PolicyServer:
                                     ws=WebSocketProtocol, ws_max_size=2 * limit, ws_per_message_deflate=False,
                                     ws_ping_interval=None, timeout_graceful_shutdown=5,
                                     proxy_headers=False, server_header=False, loop="asyncio")
-            self._uvicorn = uvicorn.Server(config)
+            self._uvicorn = _HttpServer(config)
             self._http_thread = threading.Thread(target=self._uvicorn.run, name="http", daemon=True)
             self._http_thread.start()
             deadline = time.monotonic() + timeout_s
@@ -99,7 +128,7 @@ class PolicyServer:
             # grace lets the threads that already hold a result write their replies.
             self.grpc.stop(grace_s)
         if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
+            self._uvicorn.exit()
             self._http_thread.join(grace_s + 6.0)
         self.service.batcher.stop()
         self.service.close()

@@ -202,3 +202,16 @@ def test_websocket_reads_without_pausing_and_answers_pipelined_frames(noop_serve
             ws.send(frame)
         replies = [codec.unpackb(ws.recv(timeout=10)) for _ in range(8)]
     assert all(r["actions"].shape == (5, 7) for r in replies), replies
+
+
+def test_an_idle_http_loop_wakes_once_a_second_not_ten_times(noop_server):
+    """uvicorn's tick (Date header, exit check) runs once a second on the shared event loop: each
+    wake-up of an idle loop is one that can meet, and delay, a request."""
+    def switches() -> int:
+        with open(f"/proc/self/task/{noop_server._http_thread.native_id}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+
+    before = switches()
+    time.sleep(2.0)
+    woke = switches() - before
+    assert woke <= 6, f"the idle event loop woke {woke} times in 2 s"   # ten ticks a second: ~20
