@@ -124,3 +124,30 @@ def test_a_resume_must_repeat_the_recordings_parameters(tmp_path):
     (tmp_path / RECORDING_FILE).unlink()
     with pytest.raises(SimClientError, match="holds 5 episodes but no meta/recording.json"):
         check_recording(tmp_path, 5, params)
+
+
+def test_only_a_successful_dry_run_is_replayed_and_a_replay_that_diverges_is_refused(libero):
+    """The recorder simulates a placement without cameras first, then replays the executed actions
+    with both cameras; the replay's states must repeat the dry run's exactly."""
+    from sim_client.record import ReplayDiverged, _Recorder
+    from sim_client.env import LiberoEnv
+    from sim_client.expert_goals import plan_task
+    from sim_client.suites import get_tasks
+
+    task = get_tasks("libero_object")[0]
+    rec = _Recorder("libero_object", 100000, 64, None, action_noise=0.3)
+    env = LiberoEnv(task, resolution=64, render="query")
+    try:
+        # Placement 100000 fails under this noise (the expert recovers from 100001): no camera rendered.
+        assert rec._dry_run(env, plan_task(task), 280, 100000) is None and env.renders == 0
+        run = rec._dry_run(env, plan_task(task), 280, 100001)
+        assert run is not None and env.renders == 0
+        states, actions, executed = run
+        agent, wrist = rec._replay(env, 100001, executed, states, 0)
+        assert len(agent) == len(wrist) == len(actions) and agent[0].shape == (64, 64, 3)
+        assert env.renders > 0
+        tampered = [executed[0] + np.array([0.5, 0, 0, 0, 0, 0, 0])] + executed[1:]
+        with pytest.raises(ReplayDiverged, match="state at frame 1 differs"):
+            rec._replay(env, 100001, tampered, states, 0)
+    finally:
+        env.close()
