@@ -8,6 +8,12 @@ p50 round trip is within 5% of batching off (batching costs a lone request nothi
 
     .venv/bin/python benchmarks/serve_batching.py [--seconds 20] [--rounds 4] [--clients 8]
                                                   [--client-mode threads|processes] [--work-dir WD]
+                                                  [--also='--max-queue-delay-ms 0' ...]
+
+The clients' process keeps freed heap memory for reuse as the server does (`--malloc-keep-mb`,
+`policy_server.cli.keep_freed_memory`): otherwise grpc's client page-faults its request buffers in
+again for every request (160 faults, ~0.3 ms of CPU per gRPC request), CPU the 2-core machine
+takes from the server under test, in every setting alike.
 
 Clients are threads of this process by default. `--client-mode processes` runs one process per
 client, as sim workers run; on this 2-core machine it measured worse (2.31×/2.08× vs 2.60×/2.47×
@@ -26,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._serve_common import ServerProcess, make_tiny_pi0_work_dir, pct, result  # noqa: E402
+from policy_server.cli import KEEP_FREED_MB, keep_freed_memory  # noqa: E402
 from policy_server.schema import example_observation  # noqa: E402
 from vla.wire import connect  # noqa: E402
 
@@ -79,6 +86,7 @@ def load(server: ServerProcess, clients: int, seconds: float, transports=("grpc"
 def _client_process(url: str, t_start: float, t_stop: float) -> dict:
     """One client in its own process: connect and warm up, then loop until t_stop; requests that
     finish inside [t_start, t_stop] count (perf_counter is CLOCK_MONOTONIC, shared by processes)."""
+    keep_freed_memory(KEEP_FREED_MB)
     obs = example_observation(256, 256)
     rows, errors = [], []
     with connect(url, token="", retries=0, timeout_s=120) as c:
@@ -136,12 +144,20 @@ def main(argv=None) -> int:
     ap.add_argument("--work-dir", help="serve this work dir instead of a fresh tiny π0 one")
     ap.add_argument("--client-mode", choices=["threads", "processes"], default="threads",
                     help="clients as threads of this process (default) or one process per client")
+    ap.add_argument("--also", action="append", default=[], metavar="FLAGS",
+                    help="one more server setting measured in the same interleaved slices, e.g. "
+                         "--also='--max-queue-delay-ms 0' (repeatable; its rows are printed, the RESULTs "
+                         "stay default against off)")
     args = ap.parse_args(argv)
+    keep_freed_memory(KEEP_FREED_MB)   # this process's clients (see the module doc)
+    settings = dict(SETTINGS)
+    for i, flags in enumerate(args.also, 1):
+        settings[f"also{i}"] = tuple(flags.split())
     transports = ("grpc", "ws", "http") if args.transport == "mixed" else (args.transport,)
     phases = {"many": args.clients, "lone": 1}
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(args.work_dir) if args.work_dir else make_tiny_pi0_work_dir(Path(tmp) / "tiny_pi0")
-        servers = {name: ServerProcess("--work-dir", str(wd), *flags) for name, flags in SETTINGS.items()}
+        servers = {name: ServerProcess("--work-dir", str(wd), *flags) for name, flags in settings.items()}
         pool = (multiprocessing.get_context("spawn").Pool(args.clients)
                 if args.client_mode == "processes" else None)
         slices = {(phase, name): [] for phase in phases for name in servers}
@@ -175,7 +191,8 @@ def main(argv=None) -> int:
         for e in r["errors"][:3]:
             print("  error:", e)
     print(f"clients: {args.clients} {args.client_mode}, transports: {'/'.join(transports)}; "
-          f"'off' = --max-batch-size 1, 'default' = no batching flags")
+          f"'off' = --max-batch-size 1, 'default' = no batching flags"
+          + "".join(f", 'also{i}' = {flags}" for i, flags in enumerate(args.also, 1)))
     print(result("serve_batching_speedup", rows[("many", "default")]["rps"] / rows[("many", "off")]["rps"],
                  ">=", 2.5))
     print(result("serve_batching_lone_p50_ratio", rows[("lone", "default")]["p50"] / rows[("lone", "off")]["p50"],
