@@ -27,6 +27,7 @@ from vla.config import build, register
 from vla.data.binding import bind_statistics
 from vla.data.errors import DatasetError
 from vla.data.reader import LeRobotReader
+from vla.data.video import DEFAULT_DECODER_CACHE
 from vla.normalize import DatasetStatistics
 
 
@@ -35,7 +36,7 @@ class ParquetDataset(Dataset):
     def __init__(self, data_root_path: str | os.PathLike | Sequence[str | os.PathLike], transforms: Sequence[Any] = (),
                  action_window_size: int = 9, action_key: str = "action", use_delta: bool = False,
                  statistic_name: str = "private", window_start_idx: int = 1, episode_cache_mb: float = 64,
-                 decoder_cache: int = 16):
+                 decoder_cache: int = DEFAULT_DECODER_CACHE):
         super().__init__()
         roots = [data_root_path] if isinstance(data_root_path, (str, os.PathLike)) else list(data_root_path)
         if not roots:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from vla.data import lerobot_format as fmt
 from vla.data.errors import DatasetError
-from vla.data.video import DEFAULT_TOLERANCE_S, DecoderCache
+from vla.data.video import DEFAULT_DECODER_CACHE, DEFAULT_TOLERANCE_S, DecoderCache
 
 _SCALAR_SHAPES = ((), (1,))
 
@@ -72,7 +72,7 @@ class LeRobotReader:
     """Read a LeRobot v2.1 dataset (v2.0 too); v3.0 is refused with a message saying what to do."""
 
     def __init__(self, root: str | os.PathLike, *, tolerance_s: float = DEFAULT_TOLERANCE_S,
-                 episode_cache_mb: float = 64, decoder_cache: int = 16):
+                 episode_cache_mb: float = 64, decoder_cache: int = DEFAULT_DECODER_CACHE):
         self.meta = fmt.DatasetMeta.load(root)
         self.root = self.meta.root
         self.tolerance_s = tolerance_s
