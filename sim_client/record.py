@@ -37,7 +37,6 @@ never mixes two recordings. Asking for more episodes per task is a resume, not a
 """
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -121,13 +120,10 @@ class _Recorder:
         """The expert's episode from this placement without a camera (physics only, ~15x faster than
         rendering both cameras here): (states, stored actions, executed actions) if it succeeds within
         `budget`, else None. A failed placement then costs almost nothing."""
-        from sim_client.env import NOOP_ACTION
         from sim_client.expert import Expert
         from vla.libero import libero_state
 
-        obs = env.reset(reset_seed, None)
-        for _ in range(NUM_STEPS_WAIT):
-            obs, _ = env.step(NOOP_ACTION)
+        obs = _settle(env, reset_seed, render=False)
         expert = Expert(env.problem, goals)
         noise = np.random.default_rng(reset_seed)
         states, actions, executed = [], [], []
@@ -145,12 +141,9 @@ class _Recorder:
         """Both cameras of every frame of a successful dry run: the same placement, the same executed
         actions. MuJoCo is deterministic and rendering does not touch the physics, so the states repeat
         bit for bit; they are checked, and a replay that diverges is an error, never a dataset."""
-        from sim_client.env import NOOP_ACTION
         from vla.libero import AGENTVIEW_KEY, WRIST_KEY, libero_state, rotate_180
 
-        obs = env.reset(reset_seed, None, render=NUM_STEPS_WAIT == 0)
-        for t in range(NUM_STEPS_WAIT):
-            obs, _ = env.step(NOOP_ACTION, render=t == NUM_STEPS_WAIT - 1)
+        obs = _settle(env, reset_seed, render=True)
         agent, wrist = [], []
         done = False
         for k, action in enumerate(executed):
@@ -164,6 +157,17 @@ class _Recorder:
             raise ReplayDiverged(f"{self.suite} task {task_id}, reset seed {reset_seed}: the dry run succeeded at "
                                  f"step {len(executed)}, the replay did not")
         return agent, wrist
+
+
+def _settle(env, reset_seed: int, *, render: bool) -> dict[str, Any]:
+    """Reset to the placement of `reset_seed`, then the settle steps (not recorded); the observation
+    after them, with both cameras when `render` (only the last settle step renders)."""
+    from sim_client.env import NOOP_ACTION
+
+    obs = env.reset(reset_seed, None, render=render and NUM_STEPS_WAIT == 0)
+    for t in range(NUM_STEPS_WAIT):
+        obs, _ = env.step(NOOP_ACTION, render=render and t == NUM_STEPS_WAIT - 1)
+    return obs
 
 
 def perturb(action: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
@@ -198,7 +202,7 @@ def recording_params(*, suite: str, seed: int, action_noise: float, max_steps: i
 
 def check_recording(root: Path, done: int, params: dict[str, Any]) -> None:
     """Write `params` beside a new dataset's meta files; refuse a resume that asks for other ones."""
-    from vla.io import atomic_write_text, read_json
+    from vla.io import read_json, write_json
 
     path = root / RECORDING_FILE
     if not path.is_file():
@@ -206,7 +210,7 @@ def check_recording(root: Path, done: int, params: dict[str, Any]) -> None:
             raise SimClientError(f"{root} holds {done} episodes but no {RECORDING_FILE}: it was not recorded by "
                                  f"this recorder (or by an older one), so a resume cannot tell whether it would "
                                  f"mix two recordings; record into an empty directory")
-        atomic_write_text(path, json.dumps(params, indent=2) + "\n")
+        write_json(path, params)
         return
     stored = read_json(path, error=SimClientError)
     changed = sorted(k for k in params if stored.get(k) != params[k])
