@@ -91,6 +91,14 @@ def check_model_inputs(sample: dict[str, Any]) -> dict[str, Any]:
     return sample
 
 
+def check_noise_mode(noise: Any, name: str) -> str:
+    """`noise` if it is one of NOISE_MODES, else EngineError naming `name` (the argument, or the
+    config key and file it came from)."""
+    if noise not in NOISE_MODES:
+        raise EngineError(f"{name}={noise!r}: expected one of {', '.join(NOISE_MODES)}")
+    return noise
+
+
 def finite_actions(actions: np.ndarray) -> np.ndarray | PolicyError:
     """The chunk, or INVALID_ARGUMENT for this request alone if the model overflowed on it (inputs
     finite but far outside what it was trained on, e.g. a state of 1e30)."""
@@ -123,9 +131,7 @@ class ModelEngine(BasePolicy):
         self.model_action_dim = int(model.action_dim)
         # The flow runs at the model-internal width (openpi / GR00T pad actions to 32); the output is the data's.
         self.noise_dim = int(model.noise_dim)
-        if noise not in NOISE_MODES:
-            raise EngineError(f"noise={noise!r}: expected one of {', '.join(NOISE_MODES)}")
-        self.noise_mode = noise
+        self.noise_mode = check_noise_mode(noise, "noise")
         gen = torch.Generator().manual_seed(self.seed)
         self._noise = torch.randn(self.chunk_length, self.noise_dim, generator=gen)
         self._rng = gen   # fresh noise for requests without a seed continues this stream
@@ -230,9 +236,7 @@ def load_engine(work_dir: str | Path, checkpoint: str | None = None, device: str
     if "model" not in cfg:
         raise EngineError(f"{cfg_path}: no 'model' section")
     if noise is None:
-        noise = (cfg.get("eval") or {}).get("noise", "fresh")
-        if noise not in NOISE_MODES:
-            raise EngineError(f"{cfg_path}: eval.noise={noise!r}: expected one of {', '.join(NOISE_MODES)}")
+        noise = check_noise_mode((cfg.get("eval") or {}).get("noise", "fresh"), f"{cfg_path}: eval.noise")
     try:
         run = read_run_info(work_dir) or RunInfo.from_config(
             cfg, sorted(read_json(stats_path, error=EngineError)), source=str(cfg_path))
