@@ -109,9 +109,11 @@ class Batcher:
         self._busy = 0          # requests taken off the queue and not yet answered
         self._computing = False  # a batch is running (worker or inline): one at a time
         self._arriving = 0      # announced by a transport, not yet submitted or withdrawn
-        # Clients the last batch answered that have not come back yet: by their connection when the
-        # transport names it, else only counted (anonymous clients are assumed to be the ones back).
-        self._answered: set[Any] = set()
+        # Requests the last batch answered whose clients have not come back yet, counted per connection
+        # when the transport names it (one gRPC connection may carry many clients: grpc shares one
+        # connection between the channels a process opens to the same server), else only counted
+        # (anonymous clients are assumed to be the ones back).
+        self._answered: collections.Counter[Any] = collections.Counter()
         self._answered_anon = 0
         self._free_at = float("-inf")   # when the last batch ended
         self._solo_s = float("inf")     # how long a batch of one takes (moving average)
@@ -176,7 +178,7 @@ class Batcher:
         answered this client and no other, and nothing is queued, computing or being prepared
         (a client in a loop by itself; see `PolicyService.ahandle`)."""
         with self._cond:
-            alone = (client is not None and len(self._answered) == 1 and client in self._answered
+            alone = (client is not None and self._answered.total() == 1 and self._answered[client] == 1
                      and not self._answered_anon and not self._arriving and not self._queue
                      and not self._computing)
             self._arriving += 1
@@ -184,9 +186,13 @@ class Batcher:
             return alone
 
     def _back_locked(self, client: Any) -> None:
-        """A request from `client` arrived: if the last batch answered it, it is expected no more."""
+        """A request from `client` arrived: if the last batch answered it, one of its requests is
+        expected no more."""
         if client is not None:
-            self._answered.discard(client)
+            if self._answered[client] > 1:
+                self._answered[client] -= 1
+            else:
+                self._answered.pop(client, None)
         elif self._answered_anon:
             self._answered_anon -= 1
 
@@ -210,7 +216,7 @@ class Batcher:
         if not self.config.batching:
             return 0
         in_window = now < self._free_at + self.config.max_queue_delay_ms / 1000.0
-        back = len(self._answered) + self._answered_anon if in_window else 0
+        back = self._answered.total() + self._answered_anon if in_window else 0
         return self._arriving + back
 
     def submit(self, obs: dict[str, Any], request_id: str = "", deadline: float | None = None, *,
@@ -373,7 +379,7 @@ class Batcher:
             with self._cond:
                 self._computing = False
                 self._free_at = self.clock()
-                self._answered = {item.client for item in live if item.client is not None}
+                self._answered = collections.Counter(item.client for item in live if item.client is not None)
                 self._answered_anon = sum(item.client is None for item in live)
                 self._busy -= len(batch)
                 # Wake the worker only if it has a batch to collect (or a drain is waiting): a lone

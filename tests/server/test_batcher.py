@@ -277,6 +277,25 @@ def test_clients_are_told_apart_by_connection():
     b.stop()
 
 
+def test_clients_sharing_one_connection_are_each_expected_back():
+    """grpc gives the channels one process opens to a server one shared connection, so a batch may
+    answer several clients with the same peer. The first of them to come back is not all of them:
+    it waits (in the window) for the other, and they share the next batch, as two connections do."""
+    policy = Recorder(sleep_s=0.0)
+    b = _batcher(policy)
+    b.announce("ipv4:127.0.0.1:5000"), b.announce("ipv4:127.0.0.1:5000")   # two clients, one connection
+    pair = [b.submit({"i": i}, client="ipv4:127.0.0.1:5000", announced=True) for i in (1, 2)]
+    assert {(r.batch_size, r.flush) for r in (f.result(10) for f in pair)} == {(2, "ready")}
+    b.announce("ipv4:127.0.0.1:5000")
+    assert not b.runs_at_once()                        # one of the two is back; the other is expected
+    assert not b.announce("ipv4:127.0.0.1:5000")       # nor is the second one alone
+    waiting = b.submit({"i": 3}, client="ipv4:127.0.0.1:5000", announced=True, inline_ok=True)
+    assert not waiting.done()
+    reply = b.submit({"i": 4}, client="ipv4:127.0.0.1:5000", announced=True).result(10)
+    assert (reply.batch_size, reply.flush, waiting.result(10).batch_size) == (2, "ready", 2)
+    b.stop()
+
+
 def test_a_batch_wakes_its_event_loop_once_and_resolves_its_futures_there():
     """Requests awaited on an asyncio loop: the batch's replies reach that loop in one call on its
     own thread (one wake-up per batch, not a socket write and a GIL hand-over per request)."""
