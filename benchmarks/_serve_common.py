@@ -19,13 +19,15 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`policy_server ARGS` on free loopback ports; stopped with SIGTERM (drain) on exit."""
+    """`policy_server ARGS` on free loopback ports; stopped with SIGTERM (drain) on exit. It runs in
+    this process's environment, as a user's would: the server sets its own torch threads
+    (`--torch-threads`)."""
 
     def __init__(self, *args: str, env: dict | None = None):
         self.grpc_port, self.http_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "policy_server.cli", *args, "--grpc-port", str(self.grpc_port),
                "--http-port", str(self.http_port), "--log-level", "WARNING"]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})})
 
     def url(self, transport: str) -> str:
         port = self.grpc_port if transport == "grpc" else self.http_port

@@ -60,3 +60,27 @@ def test_requests_reuse_freed_memory_instead_of_page_faulting_it_in():
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_negative_torch_thread_count_is_refused(capsys):
+    assert cli.main(["--scripted", "noop", "--torch-threads", "-1"]) == 2
+    assert "--torch-threads must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_the_model_gets_the_torch_threads_asked_for(monkeypatch, tmp_path):
+    """--torch-threads N is set before the model loads; by default 1, unless OMP_NUM_THREADS says
+    otherwise; 0 leaves torch's own default (one per core)."""
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    missing = str(tmp_path / "no_such_work_dir")   # the load then fails, after the threads are set
+    for argv, omp, expected in ((["--torch-threads", "3"], None, [3]), ([], None, [1]), ([], "4", []),
+                                (["--torch-threads", "2"], "4", [2]), (["--torch-threads", "0"], None, [])):
+        calls.clear()
+        if omp is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", omp)
+        assert cli.main(["--work-dir", missing, *argv]) == 2
+        assert calls == expected, (argv, omp)
