@@ -11,7 +11,7 @@ p50 round trip is within 5% of batching off (batching costs a lone request nothi
                                                   [--also='--max-queue-delay-ms 0' ...]
 
 The clients' process keeps freed heap memory for reuse as the server does (`--malloc-keep-mb`,
-`policy_server.cli.keep_freed_memory`): otherwise grpc's client page-faults its request buffers in
+`policy_server.malloc.keep_freed_memory`): otherwise grpc's client page-faults its request buffers in
 again for every request (160 faults, ~0.3 ms of CPU per gRPC request), CPU the 2-core machine
 takes from the server under test, in every setting alike.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._serve_common import ServerProcess, make_tiny_pi0_work_dir, pct, result  # noqa: E402
-from policy_server.cli import KEEP_FREED_MB, keep_freed_memory  # noqa: E402
+from policy_server.malloc import KEEP_FREED_MB, keep_freed_memory  # noqa: E402
 from policy_server.schema import example_observation  # noqa: E402
 from vla.wire import connect  # noqa: E402
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import platform
 
-from policy_server import cli
+from policy_server import cli, malloc
 from tests.conftest import MACHINE_LACKS, skip_or_fail
 
 
@@ -15,7 +15,7 @@ def test_a_negative_arena_count_is_refused(capsys):
 def test_the_arena_limit_reaches_glibc():
     if platform.libc_ver()[0] != "glibc":
         skip_or_fail(f"{MACHINE_LACKS} glibc (mallopt(M_ARENA_MAX) is glibc's)")
-    assert cli.limit_malloc_arenas(2) is True
+    assert malloc.limit_malloc_arenas(2) is True
 
 
 def test_a_negative_keep_size_is_refused(capsys):
