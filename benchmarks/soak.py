@@ -7,7 +7,7 @@ after the warm-up), p99 latency per time window, and the drain: every request th
 accepted at the signal is answered, requests sent after it get UNAVAILABLE (or find the port
 closed once the server is gone), and the server exits 0.
 
-    .venv/bin/python benchmarks/soak.py [--duration 600] [--clients 64] [--work-dir WD]
+    .venv/bin/python benchmarks/soak.py [--duration 600] [--clients 64] [--work-dir WD] [--server-flags FLAGS]
 """
 from __future__ import annotations
 
@@ -61,12 +61,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-queue-size", type=int, default=16, help="small on purpose: overload")
     ap.add_argument("--sample-s", type=float, default=5.0, help="RSS / fd sampling period")
     ap.add_argument("--work-dir", help="serve this work dir instead of training a fresh tiny π0 one")
+    ap.add_argument("--server-flags", default="", metavar="FLAGS",
+                    help="more policy_server flags, e.g. --server-flags='--gil-switch-ms 1'")
     args = ap.parse_args(argv)
     warm_s = min(30.0, max(5.0, 0.1 * args.duration))
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(args.work_dir) if args.work_dir else make_tiny_pi0_work_dir(Path(tmp) / "tiny_pi0")
         server = ServerProcess("--work-dir", str(wd), "--max-queue-size", str(args.max_queue_size),
-                               "--drain-timeout-s", "30")
+                               "--drain-timeout-s", "30", *args.server_flags.split())
         try:
             server.wait_ready()
             pid = server.proc.pid
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     codes = collections.Counter(r[1] for r in measured)
     bad = {c: n for c, n in codes.items() if c not in ("OK", "RESOURCE_EXHAUSTED")}
     print(f"{args.clients} clients, {args.duration:.0f}s ({warm_s:.0f}s warm-up), max_queue_size {args.max_queue_size}, "
-          f"work dir {wd}")
+          f"work dir {wd}" + (f", server flags {args.server_flags}" if args.server_flags else ""))
     print(f"  {codes['OK']} OK ({codes['OK'] / elapsed:.1f}/s), {codes['RESOURCE_EXHAUSTED']} RESOURCE_EXHAUSTED, "
           f"other: {bad or 'none'}")
     for transport in TRANSPORTS:

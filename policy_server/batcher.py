@@ -23,7 +23,9 @@ Each reply says why its batch started (`Reply.flush`): "idle" (run at once on th
 thread), "ready" (nothing more was expected: every expected request had come, or none was),
 "full" (`max_batch_size` in hand) or "window" (it ran out with requests still expected).
 
-A full queue refuses at once with RESOURCE_EXHAUSTED (back-pressure, not latency); a draining
+A full queue refuses at once with RESOURCE_EXHAUSTED (back-pressure, not latency), at
+`announce`, before the request's prepare runs: requests being prepared count against
+`max_queue_size`, and a refusal costs no image transforms; a draining
 or not-yet-ready batcher refuses with UNAVAILABLE; a request whose deadline passes in the
 queue gets DEADLINE_EXCEEDED.
 """
@@ -169,10 +171,11 @@ class Batcher:
             self._thread.join(timeout_s)
 
     # -- requests ------------------------------------------------------------------
-    def announce(self, client: Any = None) -> bool:
+    def announce(self, client: Any = None, request_id: str = "") -> bool:
         """A transport has a request it is preparing: a batch may wait for it (see the module doc).
         `client` names the connection it came on (None: unknown). Follow with
-        `submit(..., announced=True)` or `withdraw()`.
+        `submit(..., announced=True)` or `withdraw()`. Raises RESOURCE_EXHAUSTED (nothing to
+        withdraw) when the queue, with the requests being prepared, is full.
 
         Returns whether the request is alone as far as the batcher can tell: the last batch
         answered this client and no other, and nothing is queued, computing or being prepared
@@ -181,9 +184,18 @@ class Batcher:
             alone = (client is not None and self._answered.total() == 1 and self._answered[client] == 1
                      and not self._answered_anon and not self._arriving and not self._queue
                      and not self._computing)
-            self._arriving += 1
             self._back_locked(client)
+            # Admission before any work: a request that would find the queue full once prepared is
+            # refused now, before its prepare (schema check, image transforms) takes CPU and the GIL
+            # from the batches being computed. Requests still being prepared hold their place.
+            if len(self._queue) + self._arriving >= self.config.max_queue_size:
+                raise self._queue_full(request_id)
+            self._arriving += 1
             return alone
+
+    def _queue_full(self, request_id: str = "") -> PolicyError:
+        return PolicyError(ErrorCode.RESOURCE_EXHAUSTED,
+                           f"queue is full ({self.config.max_queue_size} requests waiting); back off", request_id)
 
     def _back_locked(self, client: Any) -> None:
         """A request from `client` arrived: if the last batch answered it, one of its requests is
@@ -247,9 +259,7 @@ class Batcher:
                 self._busy += 1
             else:
                 if len(self._queue) >= self.config.max_queue_size:
-                    raise PolicyError(ErrorCode.RESOURCE_EXHAUSTED,
-                                      f"queue is full ({self.config.max_queue_size} requests waiting); back off",
-                                      request_id)
+                    raise self._queue_full(request_id)
                 self._queue.append(item)
                 # Wake the worker only when this arrival can change its decision: the first request
                 # to collect, a full batch, or the last one the window waited for. Others only lengthen

@@ -283,7 +283,7 @@ class PolicyService:
         request_id = self.new_request_id(request_id)
         deadline = self._deadline(timeout_s)
         with self._accounted(transport, request_id, started):
-            self.batcher.announce(client)
+            self.batcher.announce(client, request_id)
             # An idle model runs the request on this thread (no hand-offs).
             future = self._prepare_and_submit(obs, request_id, deadline, True, client)
             try:
@@ -303,7 +303,7 @@ class PolicyService:
         deadline = self._deadline(timeout_s)
         loop = asyncio.get_running_loop()
         with self._accounted(transport, request_id, started):
-            if not self.batcher.announce(client):
+            if not self.batcher.announce(client, request_id):
                 # One turn of the loop first: requests that arrived together with this one (for example
                 # while a batch held the loop) announce themselves, and then this one is not alone.
                 # A client the last batch answered alone, nothing else in the server, skips it (one

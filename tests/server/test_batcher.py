@@ -345,3 +345,61 @@ def test_the_worker_is_woken_only_by_arrivals_that_change_its_decision():
     assert {(r.batch_size, r.flush) for r in replies} == {(4, "ready")}
     assert wakes[:2] == [1, 4], wakes  # the first arrival, then the last expected one; not the 2nd or 3rd
     b.stop()
+
+
+class CountingPrepare(Gate):
+    """A Gate that counts its prepare() calls (the per-request work a refusal must not pay for)."""
+
+    def __init__(self):
+        super().__init__()
+        self.prepared = 0
+
+    def prepare(self, obs):
+        with self.lock:
+            self.prepared += 1
+        return obs
+
+
+def test_a_full_queue_refuses_before_the_request_is_prepared():
+    """Admission comes first: with the queue full (queued requests and those still being prepared
+    count), a request is refused with RESOURCE_EXHAUSTED, naming its request id, and its prepare()
+    never runs: under overload refusals must not take the CPU the batches in hand need."""
+    policy = CountingPrepare()
+    svc = PolicyService(policy, BatcherConfig(max_batch_size=1, max_queue_delay_ms=0, max_queue_size=2),
+                        ServiceConfig(token=""))
+    svc.start()
+    assert svc.batcher.wait_ready(5)
+    policy.prepared = 0
+    results = {}
+    workers = [threading.Thread(target=lambda i=i: results.__setitem__(i, svc.handle({"i": i}, "grpc", f"r{i}")))
+               for i in range(3)]
+    workers[0].start()
+    assert policy.started.acquire(timeout=10)   # r0 computes (inline) and holds the model
+    for t in workers[1:]:
+        t.start()
+    deadline = time.monotonic() + 10
+    while svc.batcher.pending() < 3 and time.monotonic() < deadline:   # r1 and r2 queued behind it
+        time.sleep(0.01)
+    assert svc.batcher.pending() == 3 and policy.prepared == 3
+    with pytest.raises(PolicyError) as err:
+        svc.handle({"i": 99}, "grpc", "refused")
+    assert err.value.code is ErrorCode.RESOURCE_EXHAUSTED and err.value.request_id == "refused"
+    assert "queue is full (2 requests waiting)" in err.value.message
+    assert policy.prepared == 3   # the refused request was never prepared
+    policy.gate.set()
+    for t in workers:
+        t.join(10)
+    assert sorted(float(r["actions"][0, 0]) for r in results.values()) == [0.0, 1.0, 2.0]
+    svc.batcher.stop()
+
+
+def test_requests_being_prepared_hold_their_place_in_the_queue():
+    b = _batcher(Recorder(sleep_s=0.0), max_queue_size=2)
+    b.announce(request_id="a")
+    b.announce(request_id="b")
+    with pytest.raises(PolicyError) as err:
+        b.announce(request_id="c")
+    assert err.value.code is ErrorCode.RESOURCE_EXHAUSTED and err.value.request_id == "c"
+    b.withdraw()   # "a" failed its prepare: its place is free again
+    b.announce(request_id="d")
+    b.stop()
