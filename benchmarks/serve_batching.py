@@ -1,7 +1,7 @@
 """Dynamic batching on the tiny π0 at the server's default flags, against batching off
-(`--max-batch-size 1`), same server code, same run: both servers stay up and the load
-alternates between them in slices, so the machine's drifting background load falls on both
-alike. Prints where the time went (queue wait vs compute, from the replies).
+(`--max-batch-size 1`), same server code, same run: every round starts a fresh server per
+setting, and the load alternates between them in slices, so the machine's drifting background
+load falls on both alike. Prints where the time went (queue wait vs compute, from the replies).
 
 Goals: 8 concurrent clients get ≥ 2.5× the throughput of batching off, and a lone client's
 p50 round trip is within 5% of batching off (batching costs a lone request nothing).
@@ -157,35 +157,41 @@ def main(argv=None) -> int:
     phases = {"many": args.clients, "lone": 1}
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(args.work_dir) if args.work_dir else make_tiny_pi0_work_dir(Path(tmp) / "tiny_pi0")
-        servers = {name: ServerProcess("--work-dir", str(wd), *flags) for name, flags in settings.items()}
         pool = (multiprocessing.get_context("spawn").Pool(args.clients)
                 if args.client_mode == "processes" else None)
-        slices = {(phase, name): [] for phase in phases for name in servers}
+        slices = {(phase, name): [] for phase in phases for name in settings}
         try:
-            for server in servers.values():
-                server.wait_ready()
-            # Both servers stay up; the load alternates between them in short slices, so the
-            # machine's drifting background load falls on both settings alike.
             for r in range(args.rounds):
-                for phase, clients in phases.items():
-                    # The lone client takes each transport in turn, round by round.
-                    use = transports if clients > 1 else (transports[r % len(transports)],)
-                    # Every other round takes the settings in reverse: the slice after another one
-                    # measured slower for the same server flags (a lone client: 11.4 against 9.7 ms
-                    # p50 with 'off' measured twice), so no setting may always run first.
-                    order = list(servers.items())
-                    for name, server in (order if r % 2 == 0 else order[::-1]):
-                        if pool is not None:
-                            part = load_processes(pool, server, clients, args.seconds / args.rounds, use)
-                        else:
-                            part = load(server, clients, args.seconds / args.rounds, use)
-                        slices[(phase, name)].append(part)
+                # Fresh server processes every round: the same model in two processes with the same
+                # flags computed its batch of one at steadily different speeds (8.2 against 9.0 ms,
+                # round after round), a placement luck that one pair of processes would have
+                # charged to one setting for the whole run.
+                servers = {name: ServerProcess("--work-dir", str(wd), *flags) for name, flags in settings.items()}
+                try:
+                    for server in servers.values():
+                        server.wait_ready()
+                    # The servers of a round stay up and the load alternates between them in short
+                    # slices, so the machine's drifting background load falls on every setting alike.
+                    for phase, clients in phases.items():
+                        # The lone client takes each transport in turn, round by round.
+                        use = transports if clients > 1 else (transports[r % len(transports)],)
+                        # Every other round takes the settings in reverse: the slice after another one
+                        # measured slower for the same server flags (a lone client: 11.4 against 9.7 ms
+                        # p50 with 'off' measured twice), so no setting may always run first.
+                        order = list(servers.items())
+                        for name, server in (order if r % 2 == 0 else order[::-1]):
+                            if pool is not None:
+                                part = load_processes(pool, server, clients, args.seconds / args.rounds, use)
+                            else:
+                                part = load(server, clients, args.seconds / args.rounds, use)
+                            slices[(phase, name)].append(part)
+                finally:
+                    for server in servers.values():
+                        server.stop()
         finally:
             if pool is not None:
                 pool.close()
                 pool.join()
-            for server in servers.values():
-                server.stop()
     rows = {key: merge(parts) for key, parts in slices.items()}
     print(f"{'clients':<9}{'setting':<9}{'req/s':>8}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'queue p50':>11}"
           f"{'compute p50':>13}{'batch/call':>12}{'errors':>8}")
