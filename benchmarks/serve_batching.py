@@ -162,10 +162,10 @@ def main(argv=None) -> int:
         slices = {(phase, name): [] for phase in phases for name in settings}
         try:
             for r in range(args.rounds):
-                # Fresh server processes every round: the same model in two processes with the same
-                # flags computed its batch of one at steadily different speeds (8.2 against 9.0 ms,
-                # round after round), a placement luck that one pair of processes would have
-                # charged to one setting for the whole run.
+                # Fresh server processes every round, so every setting is measured on servers of the
+                # same age: a server's batch of one slowed as its run went on (7.45 -> 10.3 ms within
+                # 25 s of alternating lone and 8-client load), and three servers with identical
+                # flags in one run computed it at 8.2-9.0 ms.
                 servers = {name: ServerProcess("--work-dir", str(wd), *flags) for name, flags in settings.items()}
                 try:
                     for server in servers.values():
