@@ -162,10 +162,9 @@ def main(argv=None) -> int:
         slices = {(phase, name): [] for phase in phases for name in settings}
         try:
             for r in range(args.rounds):
-                # Fresh server processes every round, so every setting is measured on servers of the
-                # same age: a server's batch of one slowed as its run went on (7.45 -> 10.3 ms within
-                # 25 s of alternating lone and 8-client load), and three servers with identical
-                # flags in one run computed it at 8.2-9.0 ms.
+                # Fresh server processes every round, so no one process's speed stands for a setting
+                # through the whole run: three servers with identical flags in one run computed the
+                # batch of one at 8.2-9.0 ms, and one server's 5 s slices ranged 6.5-10.3 ms.
                 servers = {name: ServerProcess("--work-dir", str(wd), *flags) for name, flags in settings.items()}
                 try:
                     for server in servers.values():
